@@ -1,0 +1,252 @@
+// Parsing of config.json (transformers 4.x and 5.x) and GGUF metadata into ModelConfig.
+#include "model/config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+
+namespace uneven {
+namespace {
+
+using nlohmann::json;
+
+// What a family implies beyond its config.json fields; the only place a family name selects behaviour.
+struct FamilyTraits {
+  const char* model_type;
+  bool attention_bias;
+  bool qk_norm;
+  bool attn_output_gate;
+  bool hybrid;  // has Gated DeltaNet layers
+};
+constexpr FamilyTraits kFamilies[] = {
+    {"llama", false, false, false, false},      {"qwen2", true, false, false, false},
+    {"qwen3", false, true, false, false},       {"qwen3_moe", false, true, false, false},
+    {"qwen3_next", false, true, true, true},    {"qwen3_5", false, true, true, true},
+    {"qwen3_5_moe", false, true, true, true},   {"qwen3_5_text", false, true, true, true},
+    {"qwen3_5_moe_text", false, true, true, true},
+};
+
+const FamilyTraits& family(const std::string& model_type, const std::string& source) {
+  for (const auto& f : kFamilies)
+    if (model_type == f.model_type) return f;
+  std::string known;
+  for (const auto& f : kFamilies) known += std::string(known.empty() ? "" : ", ") + f.model_type;
+  fail("{}: unsupported architecture '{}' (supported: {})", source, model_type, known);
+}
+
+template <typename T>
+T get_or(const json& j, const char* key, T fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  return it->get<T>();
+}
+
+int64_t require_int(const json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number_integer()) fail("{}: missing or non-integer field '{}'", source, key);
+  return it->get<int64_t>();
+}
+
+void read_rope(const json& j, ModelConfig& c) {
+  // transformers 5.x: rope_parameters {rope_type, rope_theta, factor, ...}; 4.x: rope_theta + rope_scaling.
+  const json* params = nullptr;
+  if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) params = &*it;
+  if (auto it = j.find("rope_scaling"); !params && it != j.end() && it->is_object()) params = &*it;
+  c.rope_theta = get_or<double>(j, "rope_theta", c.rope_theta);
+  c.partial_rotary_factor = get_or<double>(j, "partial_rotary_factor", c.partial_rotary_factor);
+  if (!params) return;
+  const json& p = *params;
+  c.rope_theta = get_or<double>(p, "rope_theta", c.rope_theta);
+  c.partial_rotary_factor = get_or<double>(p, "partial_rotary_factor", c.partial_rotary_factor);
+  std::string type = get_or<std::string>(p, "rope_type", get_or<std::string>(p, "type", "default"));
+  c.rope_scaling.type = type;
+  c.rope_scaling.factor = get_or<double>(p, "factor", 1.0);
+  c.rope_scaling.low_freq_factor = get_or<double>(p, "low_freq_factor", 1.0);
+  c.rope_scaling.high_freq_factor = get_or<double>(p, "high_freq_factor", 4.0);
+  c.rope_scaling.original_max_position =
+      get_or<int64_t>(p, "original_max_position_embeddings", c.rope_scaling.original_max_position);
+}
+
+}  // namespace
+
+bool ModelConfig::is_moe_layer(int64_t layer) const {
+  if (num_experts == 0) return false;
+  if (layer_is_moe.empty()) return true;
+  return layer >= 0 && layer < int64_t(layer_is_moe.size()) && layer_is_moe[size_t(layer)];
+}
+
+ModelConfig config_from_hf_json(const json& root, const std::string& source) {
+  if (!root.is_object()) fail("{}: config is not a JSON object", source);
+  const json& j = root.contains("text_config") && root["text_config"].is_object() ? root["text_config"] : root;
+  ModelConfig c;
+  c.architecture = get_or<std::string>(j, "model_type", get_or<std::string>(root, "model_type", ""));
+  if (c.architecture.empty()) fail("{}: missing field 'model_type'", source);
+  const FamilyTraits& traits = family(c.architecture, source);
+  try {
+    c.hidden_size = require_int(j, "hidden_size", source);
+    c.num_layers = require_int(j, "num_hidden_layers", source);
+    c.num_heads = require_int(j, "num_attention_heads", source);
+    c.num_kv_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_heads);
+    c.head_dim = get_or<int64_t>(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
+    c.vocab_size = require_int(j, "vocab_size", source);
+    c.intermediate_size = get_or<int64_t>(j, "intermediate_size", 0);
+    c.max_position = get_or<int64_t>(j, "max_position_embeddings", c.max_position);
+    c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", c.rms_norm_eps);
+    c.hidden_act = get_or<std::string>(j, "hidden_act", c.hidden_act);
+    c.tie_word_embeddings =
+        get_or<bool>(j, "tie_word_embeddings", get_or<bool>(root, "tie_word_embeddings", false));
+    c.attention_bias = get_or<bool>(j, "attention_bias", traits.attention_bias);
+    c.qk_norm = traits.qk_norm;
+    c.attn_output_gate = get_or<bool>(j, "attn_output_gate", traits.attn_output_gate);
+    c.torch_dtype = get_or<std::string>(j, "torch_dtype",
+                                        get_or<std::string>(j, "dtype", get_or<std::string>(root, "torch_dtype", "float32")));
+    read_rope(j, c);
+
+    c.num_experts = get_or<int64_t>(j, "num_experts", 0);
+    c.num_experts_per_tok = get_or<int64_t>(j, "num_experts_per_tok", 0);
+    c.moe_intermediate_size = get_or<int64_t>(j, "moe_intermediate_size", 0);
+    c.shared_expert_intermediate_size = get_or<int64_t>(j, "shared_expert_intermediate_size", 0);
+    c.norm_topk_prob = get_or<bool>(j, "norm_topk_prob", true);
+    if (c.num_experts > 0) {
+      int64_t sparse_step = get_or<int64_t>(j, "decoder_sparse_step", 1);
+      std::vector<int64_t> mlp_only = get_or<std::vector<int64_t>>(j, "mlp_only_layers", {});
+      c.layer_is_moe.assign(size_t(c.num_layers), false);
+      for (int64_t l = 0; l < c.num_layers; ++l) {
+        bool dense = std::find(mlp_only.begin(), mlp_only.end(), l) != mlp_only.end();
+        c.layer_is_moe[size_t(l)] = !dense && sparse_step > 0 && (l + 1) % sparse_step == 0;
+      }
+    }
+
+    c.linear_num_key_heads = get_or<int64_t>(j, "linear_num_key_heads", 0);
+    c.linear_num_value_heads = get_or<int64_t>(j, "linear_num_value_heads", 0);
+    c.linear_key_head_dim = get_or<int64_t>(j, "linear_key_head_dim", 0);
+    c.linear_value_head_dim = get_or<int64_t>(j, "linear_value_head_dim", 0);
+    c.linear_conv_kernel_dim = get_or<int64_t>(j, "linear_conv_kernel_dim", 0);
+    c.layer_types.assign(size_t(std::max<int64_t>(c.num_layers, 0)), LayerKind::FullAttention);
+    if (auto it = j.find("layer_types"); it != j.end() && it->is_array()) {
+      if (int64_t(it->size()) != c.num_layers)
+        fail("{}: layer_types has {} entries but num_hidden_layers is {}", source, it->size(), c.num_layers);
+      for (size_t l = 0; l < it->size(); ++l) {
+        std::string kind = (*it)[l].get<std::string>();
+        if (kind == "linear_attention") c.layer_types[l] = LayerKind::LinearAttention;
+        else if (kind != "full_attention" && kind != "sliding_attention")
+          fail("{}: layer_types[{}] is '{}', expected full_attention or linear_attention", source, l, kind);
+      }
+    } else if (traits.hybrid) {
+      int64_t interval = get_or<int64_t>(j, "full_attention_interval", 4);
+      if (interval <= 0) fail("{}: full_attention_interval must be positive, got {}", source, interval);
+      for (int64_t l = 0; l < c.num_layers; ++l)
+        c.layer_types[size_t(l)] = (l + 1) % interval == 0 ? LayerKind::FullAttention : LayerKind::LinearAttention;
+    }
+
+    c.bos_token_id = get_or<int64_t>(j, "bos_token_id", get_or<int64_t>(root, "bos_token_id", -1));
+    const json* eos = j.contains("eos_token_id") ? &j["eos_token_id"] : root.contains("eos_token_id") ? &root["eos_token_id"] : nullptr;
+    if (eos && eos->is_number_integer()) c.eos_token_ids.push_back(eos->get<int64_t>());
+    if (eos && eos->is_array())
+      for (const auto& e : *eos) c.eos_token_ids.push_back(e.get<int64_t>());
+  } catch (const json::exception& e) {
+    fail("{}: malformed field: {}", source, e.what());
+  }
+  validate(c, source);
+  return c;
+}
+
+ModelConfig load_hf_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open config file", path);
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail("{}: invalid JSON: {}", path, e.what());
+  }
+  return config_from_hf_json(j, path);
+}
+
+ModelConfig config_from_gguf_metadata(const json& md, const std::string& source) {
+  std::string arch = get_or<std::string>(md, "general.architecture", "");
+  if (arch.empty()) fail("{}: GGUF metadata has no general.architecture", source);
+  const FamilyTraits& traits = family(arch, source);
+  auto key = [&](const char* suffix) { return arch + "." + suffix; };
+  auto need = [&](const char* suffix) {
+    auto it = md.find(key(suffix));
+    if (it == md.end() || !it->is_number()) fail("{}: GGUF metadata lacks numeric key '{}'", source, key(suffix));
+    return it->get<int64_t>();
+  };
+  auto opt = [&](const char* suffix, double fallback) {
+    auto it = md.find(key(suffix));
+    return it == md.end() || !it->is_number() ? fallback : it->get<double>();
+  };
+  ModelConfig c;
+  c.architecture = arch;
+  c.hidden_size = need("embedding_length");
+  c.num_layers = need("block_count");
+  c.intermediate_size = need("feed_forward_length");
+  c.num_heads = need("attention.head_count");
+  c.num_kv_heads = int64_t(opt("attention.head_count_kv", double(c.num_heads)));
+  c.head_dim = int64_t(opt("attention.key_length", c.num_heads > 0 ? double(c.hidden_size / c.num_heads) : 0));
+  c.max_position = int64_t(opt("context_length", 2048));
+  c.rms_norm_eps = opt("attention.layer_norm_rms_epsilon", 1e-5);
+  c.rope_theta = opt("rope.freq_base", 10000.0);
+  double rot = opt("rope.dimension_count", double(c.head_dim));
+  c.partial_rotary_factor = c.head_dim > 0 ? rot / double(c.head_dim) : 1.0;
+  c.rope_interleaved = true;  // GGUF llama q/k rows are ordered for rotation of adjacent pairs
+  c.attention_bias = traits.attention_bias;
+  c.qk_norm = traits.qk_norm;
+  c.vocab_size = int64_t(opt("vocab_size", 0));
+  if (c.vocab_size == 0)
+    if (auto it = md.find("tokenizer.ggml.tokens"); it != md.end() && it->is_array()) c.vocab_size = int64_t(it->size());
+  if (auto it = md.find(key("rope.scaling.type")); it != md.end() && it->is_string()) {
+    c.rope_scaling.type = it->get<std::string>() == "none" ? "default" : it->get<std::string>();
+    c.rope_scaling.factor = opt("rope.scaling.factor", 1.0);
+    c.rope_scaling.original_max_position = int64_t(opt("rope.scaling.original_context_length", 8192));
+  }
+  c.layer_types.assign(size_t(std::max<int64_t>(c.num_layers, 0)), LayerKind::FullAttention);
+  c.bos_token_id = get_or<int64_t>(md, "tokenizer.ggml.bos_token_id", -1);
+  if (md.contains("tokenizer.ggml.eos_token_id")) c.eos_token_ids.push_back(md["tokenizer.ggml.eos_token_id"].get<int64_t>());
+  validate(c, source);
+  return c;
+}
+
+void validate(const ModelConfig& c, const std::string& source) {
+  auto positive = [&](int64_t v, const char* name) {
+    if (v <= 0) fail("{}: {} must be positive, got {}", source, name, v);
+  };
+  positive(c.hidden_size, "hidden_size");
+  positive(c.num_layers, "num_hidden_layers");
+  positive(c.num_heads, "num_attention_heads");
+  positive(c.num_kv_heads, "num_key_value_heads");
+  positive(c.head_dim, "head_dim");
+  positive(c.vocab_size, "vocab_size");
+  if (c.num_experts == 0 || c.layer_is_moe.size() != size_t(c.num_layers) ||
+      std::find(c.layer_is_moe.begin(), c.layer_is_moe.end(), false) != c.layer_is_moe.end())
+    positive(c.intermediate_size, "intermediate_size");
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source, c.num_heads, c.num_kv_heads);
+  if (c.rotary_dim() % 2 != 0 || c.rotary_dim() > c.head_dim)
+    fail("{}: rotary dimension {} (head_dim {} x partial_rotary_factor {}) must be even and at most head_dim",
+         source, c.rotary_dim(), c.head_dim, c.partial_rotary_factor);
+  if (c.rope_scaling.type != "default" && c.rope_scaling.type != "linear" && c.rope_scaling.type != "llama3")
+    fail("{}: unsupported rope scaling type '{}' (supported: default, linear, llama3)", source, c.rope_scaling.type);
+  if (c.num_experts > 0) {
+    positive(c.num_experts_per_tok, "num_experts_per_tok");
+    positive(c.moe_intermediate_size, "moe_intermediate_size");
+    if (c.num_experts_per_tok > c.num_experts)
+      fail("{}: num_experts_per_tok {} exceeds num_experts {}", source, c.num_experts_per_tok, c.num_experts);
+  }
+  bool has_linear = std::find(c.layer_types.begin(), c.layer_types.end(), LayerKind::LinearAttention) != c.layer_types.end();
+  if (has_linear) {
+    positive(c.linear_num_key_heads, "linear_num_key_heads");
+    positive(c.linear_num_value_heads, "linear_num_value_heads");
+    positive(c.linear_key_head_dim, "linear_key_head_dim");
+    positive(c.linear_value_head_dim, "linear_value_head_dim");
+    positive(c.linear_conv_kernel_dim, "linear_conv_kernel_dim");
+    if (c.linear_num_value_heads % c.linear_num_key_heads != 0)
+      fail("{}: linear_num_value_heads {} is not a multiple of linear_num_key_heads {}", source,
+           c.linear_num_value_heads, c.linear_num_key_heads);
+  }
+}
+
+}  // namespace uneven

@@ -1,0 +1,50 @@
+// Text <-> token ids: GGUF llama (SentencePiece-style) vocabularies and Hugging Face byte-level BPE.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace uneven {
+
+using TokenId = int32_t;
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // Encodes text. `add_special` prepends BOS where the tokenizer's config says so (llama: yes; qwen: no).
+  // Special tokens written in the text (e.g. "<|im_start|>") are recognised as single tokens.
+  virtual std::vector<TokenId> encode(std::string_view text, bool add_special = true) const = 0;
+  // Decodes ids to text; special tokens are kept (skip_special=false) or dropped.
+  virtual std::string decode(const std::vector<TokenId>& ids, bool skip_special = false) const = 0;
+  // The raw bytes one token stands for (byte-level decoded), used by StreamDecoder.
+  virtual std::string token_bytes(TokenId id) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual TokenId bos_id() const = 0;  // -1 if none
+  virtual std::vector<TokenId> eos_ids() const = 0;
+  virtual bool is_special(TokenId id) const = 0;
+};
+
+// GGUF embedded vocabulary (tokenizer.ggml.model = "llama" or "gpt2") from the file's metadata.
+std::unique_ptr<Tokenizer> tokenizer_from_gguf_metadata(const nlohmann::json& metadata, const std::string& source);
+// tokenizer.json (+ tokenizer_config.json beside it if present) in a Hugging Face directory.
+std::unique_ptr<Tokenizer> tokenizer_from_hf_dir(const std::string& dir);
+
+// Turns a stream of token ids into text pieces, never emitting half a UTF-8 character: bytes of an
+// incomplete sequence are held until the sequence completes (or flushed as U+FFFD at the end).
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // Returns the text that became complete with this token (possibly empty).
+  std::string push(TokenId id);
+  std::string flush();
+
+ private:
+  const Tokenizer& tokenizer_;
+  std::string pending_;
+  bool first_ = true;
+};
+
+}  // namespace uneven
