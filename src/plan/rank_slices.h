@@ -1,0 +1,55 @@
+// What one rank holds of every tensor, as decided by a plan: the only input loader, kernels, KV cache and
+// communication use to know their share (no `dim / world_size` anywhere else).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace uneven {
+
+// Half-open range [begin, end) of whole units (heads, columns, rows, layers).
+struct Range {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+  bool empty() const { return end <= begin; }
+  bool contains(int64_t i) const { return i >= begin && i < end; }
+  bool operator==(const Range&) const = default;
+};
+
+struct LayerSlices {
+  // Attention: the query heads this rank computes, and the KV heads it holds (all KV groups its query
+  // heads use; a KV head may be held by several ranks when their query heads share its group).
+  Range q_heads;
+  Range kv_heads;
+  // Dense MLP: intermediate columns (rows of gate_proj/up_proj, columns of down_proj).
+  Range mlp_cols;
+  // MoE: intermediate columns of each routed expert (index = expert) and of the shared expert.
+  std::vector<Range> expert_cols;
+  Range shared_expert_cols;
+  // Gated DeltaNet: value heads computed here and the key heads they use.
+  Range linear_v_heads;
+  Range linear_k_heads;
+};
+
+struct RankSlices {
+  int rank = 0;
+  int world_size = 1;
+  // Layers this rank runs: all layers in tensor parallelism, a contiguous stage in pipeline mode.
+  Range layers;
+  // Indexed by absolute layer number; entries outside `layers` are empty.
+  std::vector<LayerSlices> layer;
+  // Rows (vocabulary entries) of the embedding and of the output head held by this rank; the full
+  // vocabulary when replicated.
+  Range embedding_rows;
+  Range output_rows;
+  // Pipeline mode: whether this rank holds the embedding (first stage) / final norm and head (last stage).
+  bool has_embedding = true;
+  bool has_output = true;
+};
+
+// Everything on one rank: the plan of a single-node run.
+RankSlices single_rank_slices(const ModelConfig& config);
+
+}  // namespace uneven
