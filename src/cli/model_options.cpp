@@ -1,0 +1,53 @@
+// Shared model-loading options and the loading progress bar.
+#include "cli/model_options.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "util/error.h"
+
+namespace uneven::cli {
+
+void ModelOptions::add_to(CLI::App& cmd, bool with_compute) {
+  cmd.add_option("--model,-m", model_path, "GGUF file, Hugging Face directory, or config.json (with --random-weights)")
+      ->required();
+  cmd.add_flag("--random-weights", random_weights, "seeded random weights from config.json alone (no weight files)");
+  cmd.add_option("--weight-dtype", dtype, "dtype of random weights: f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}));
+  cmd.add_option("--weight-seed", weight_seed, "seed of random weights");
+  if (with_compute) {
+    cmd.add_option("--threads,-t", threads, "worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+    cmd.add_option("--context,-c", context, "context length in tokens (default: min(model limit, 4096))")
+        ->check(CLI::NonNegativeNumber);
+  }
+}
+
+OpenOptions ModelOptions::open_options(bool need_tokenizer) const {
+  OpenOptions o;
+  o.random_weights = random_weights;
+  o.random_dtype = dtype == "bf16" ? DType::BF16 : DType::F32;
+  o.seed = weight_seed;
+  o.need_tokenizer = need_tokenizer;
+  return o;
+}
+
+int64_t ModelOptions::context_for(const ModelConfig& config) const {
+  if (context > config.max_position)
+    fail("--context {} exceeds the model's limit of {} tokens (max_position_embeddings)", context, config.max_position);
+  return context > 0 ? context : std::min<int64_t>(config.max_position, 4096);
+}
+
+LoadProgress terminal_progress(const std::string& label) {
+  if (!isatty(STDERR_FILENO)) return {};
+  return [label](int64_t done, int64_t total) {
+    const int width = 30;
+    int filled = total > 0 ? int(done * width / total) : width;
+    std::fprintf(stderr, "\r%s [%.*s%*s] %3d%%", label.c_str(), filled, "==============================",
+                 width - filled, "", total > 0 ? int(done * 100 / total) : 100);
+    if (done == total) std::fprintf(stderr, "\r%*s\r", int(label.size()) + width + 8, "");
+    std::fflush(stderr);
+  };
+}
+
+}  // namespace uneven::cli

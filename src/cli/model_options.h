@@ -1,0 +1,27 @@
+// Command-line options shared by the subcommands that load a model (generate, bench, tokenize).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "engine/model.h"
+#include "engine/model_files.h"
+
+namespace uneven::cli {
+
+struct ModelOptions {
+  std::string model_path;
+  bool random_weights = false;
+  std::string dtype = "f32";  // random weights only
+  uint64_t weight_seed = 0;
+  int threads = 0;
+  int64_t context = 0;  // 0: min(model max_position, 4096)
+
+  void add_to(CLI::App& cmd, bool with_compute = true);
+  OpenOptions open_options(bool need_tokenizer) const;
+  int64_t context_for(const ModelConfig& config) const;
+};
+
+// A progress bar on stderr while loading, drawn only when stderr is a terminal.
+LoadProgress terminal_progress(const std::string& label);
+
+}  // namespace uneven::cli

@@ -1,0 +1,55 @@
+// A rank's share of a model's weights, loaded by its RankSlices through the architecture table.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "compute/kernels.h"
+#include "engine/weight_source.h"
+#include "model/config.h"
+#include "plan/rank_slices.h"
+
+namespace uneven {
+
+// A weight matrix slice held in memory (mapped from the file when no layout change was needed).
+struct Linear {
+  TensorBytes bytes;
+  kernels::WeightView view;  // rows x cols of this rank's slice
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;
+  std::vector<float> q_norm, k_norm;          // qk_norm only
+  std::vector<float> q_bias, k_bias, v_bias;  // attention_bias only (this rank's heads)
+  Linear q, k, v, o;
+  Linear gate, up, down;
+};
+
+struct ModelWeights {
+  Linear embedding;              // rows = this rank's embedding_rows
+  Linear output;                 // rows = this rank's output_rows; empty view when tied to `embedding`
+  std::vector<float> final_norm;
+  std::vector<LayerWeights> layers;  // indexed by absolute layer; only slices.layers are loaded
+  uint64_t bytes = 0;                // bytes of weights held by this rank
+};
+
+// Called after each tensor is loaded: (tensors done, tensors total).
+using LoadProgress = std::function<void(int64_t, int64_t)>;
+
+class Model {
+ public:
+  Model(ModelConfig config, RankSlices slices, const WeightSource& source, const LoadProgress& progress = {});
+  const ModelConfig& config() const { return config_; }
+  const RankSlices& slices() const { return slices_; }
+  const ModelWeights& weights() const { return weights_; }
+  // The output head: its own tensor, or the embedding when tied.
+  const kernels::WeightView& output_head() const;
+
+ private:
+  ModelConfig config_;
+  RankSlices slices_;
+  ModelWeights weights_;
+};
+
+}  // namespace uneven

@@ -1,0 +1,47 @@
+// Detects the model format at a path and opens config, tensor table and tokenizer from it.
+#include "engine/model_files.h"
+
+#include <filesystem>
+
+#include "util/error.h"
+
+namespace uneven {
+
+namespace fs = std::filesystem;
+
+ModelFiles open_model(const std::string& path, const OpenOptions& options) {
+  ModelFiles m;
+  m.path = path;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail("{}: no such file or directory", path);
+  const bool is_dir = fs::is_directory(path, ec);
+  if (!is_dir && path.ends_with(".gguf")) {
+    auto tensors = std::make_shared<TensorFiles>(TensorFiles::open_gguf(path));
+    m.config = config_from_gguf_metadata(tensors->metadata(), path);
+    if (options.need_tokenizer) m.tokenizer = tokenizer_from_gguf_metadata(tensors->metadata(), path);
+    m.tensors = tensors;
+  } else {
+    const fs::path dir = is_dir ? fs::path(path) : fs::path(path).parent_path();
+    const fs::path config_path = is_dir ? dir / "config.json" : fs::path(path);
+    if (!fs::exists(config_path, ec))
+      fail("{}: not a .gguf file and no config.json found (looked for {})", path, config_path.string());
+    m.config = load_hf_config(config_path.string());
+    if (!options.random_weights) m.tensors = std::make_shared<TensorFiles>(TensorFiles::open_safetensors_dir(dir.string()));
+    if (options.need_tokenizer) {
+      if (fs::exists(dir / "tokenizer.json", ec)) m.tokenizer = tokenizer_from_hf_dir(dir.string());
+      else if (!options.random_weights) fail("{}: no tokenizer.json beside config.json", dir.string());
+    }
+  }
+  if (options.random_weights) {
+    m.weights = make_random_weight_source(m.config, options.random_dtype, options.seed);
+  } else {
+    if (!m.tensors) fail("{}: no weights", path);
+    m.weights = make_file_weight_source(m.tensors);
+  }
+  if (m.tokenizer && m.tokenizer->vocab_size() > m.config.vocab_size)
+    fail("{}: the tokenizer has {} tokens but the model's vocabulary is {}", path, m.tokenizer->vocab_size(),
+         m.config.vocab_size);
+  return m;
+}
+
+}  // namespace uneven
