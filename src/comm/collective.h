@@ -27,3 +27,12 @@ class Collective {
 std::unique_ptr<Collective> make_local_collective();
 
 }  // namespace uneven
+
+namespace uneven {
+
+// N ranks as N threads of one process (tests, and trying splits without MPI): make_thread_group(n)
+// returns one Collective per rank; each must be used from its own thread. Operations are blocking and
+// must be called by every rank in the same order, as with MPI.
+std::vector<std::unique_ptr<Collective>> make_thread_group(int size);
+
+}  // namespace uneven
