@@ -36,3 +36,12 @@ namespace uneven {
 std::vector<std::unique_ptr<Collective>> make_thread_group(int size);
 
 }  // namespace uneven
+
+namespace uneven {
+
+// True when this process was started by mpirun (OpenMPI / PMIx environment present).
+bool launched_by_mpirun();
+// Initialises MPI (once per process) and returns the world group.
+std::unique_ptr<Collective> make_mpi_collective();
+
+}  // namespace uneven

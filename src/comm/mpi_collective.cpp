@@ -1,0 +1,77 @@
+// The MPI collective group (OpenMPI): one process per rank, started by mpirun.
+#include <mpi.h>
+
+#include <cstdlib>
+
+#include "comm/collective.h"
+#include "util/error.h"
+
+namespace uneven {
+namespace {
+
+void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  fail("MPI {} failed: {}", what, std::string(text, size_t(len)));
+}
+
+class MpiCollective final : public Collective {
+ public:
+  MpiCollective() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      // Only the main thread talks to MPI; the thread pool never does.
+      int provided = 0;
+      check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "init");
+      owns_init_ = true;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiCollective() override {
+    if (owns_init_) MPI_Finalize();
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce_sum(float* data, int64_t count) override {
+    check(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "all-reduce");
+  }
+  void broadcast(void* data, int64_t bytes, int root) override {
+    if (root < 0 || root >= size_) fail("broadcast from rank {} in a group of {} ranks", root, size_);
+    check(MPI_Bcast(data, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
+  }
+  void all_gather(const float* local, const std::vector<int64_t>& counts, float* out) override {
+    if (int(counts.size()) != size_) fail("all_gather with {} counts in a group of {} ranks", counts.size(), size_);
+    std::vector<int> n(counts.size()), displs(counts.size());
+    int at = 0;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      n[r] = int(counts[r]);
+      displs[r] = at;
+      at += n[r];
+    }
+    const void* send = out + displs[size_t(rank_)] == local ? MPI_IN_PLACE : local;
+    check(MPI_Allgatherv(send, n[size_t(rank_)], MPI_FLOAT, out, n.data(), displs.data(), MPI_FLOAT, MPI_COMM_WORLD),
+          "all-gather");
+  }
+  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "barrier"); }
+  std::string name() const override { return "mpi"; }
+
+ private:
+  int rank_ = 0, size_ = 1;
+  bool owns_init_ = false;
+};
+
+}  // namespace
+
+bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
+         std::getenv("PMIX_RANK") != nullptr;
+}
+
+std::unique_ptr<Collective> make_mpi_collective() { return std::make_unique<MpiCollective>(); }
+
+}  // namespace uneven
