@@ -72,6 +72,12 @@ void Session::all_reduce(float* data, int64_t n) {
   times_.comm_s += now_s() - t0;
 }
 
+void Session::broadcast(float* data, int64_t n, int root) {
+  double t0 = now_s();
+  comm_.broadcast(data, n * int64_t(sizeof(float)), root);
+  times_.comm_s += now_s() - t0;
+}
+
 void Session::forward(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits) {
   if (count <= 0) fail("forward called with {} tokens", count);
   if (position_ + count > context_)
@@ -98,30 +104,68 @@ void Session::forward_chunk(const TokenId* tokens, int64_t count, std::vector<fl
   const RankSlices& s = model_.slices();
 
   // Embedding lookup of the rows this rank holds; rows held elsewhere contribute zeros to the all-reduce.
+  // In pipeline mode only the first stage embeds; later stages receive activations.
+  const bool pipeline = !s.stage_layers.empty();
   std::fill(x_.begin(), x_.begin() + count * h, 0.0f);
-  const kernels::WeightView& emb = w.embedding.view;
-  const size_t row_bytes = size_t(h) * dtype_size(emb.dtype);
-  for (int64_t t = 0; t < count; ++t)
-    if (s.embedding_rows.contains(tokens[t]))
-      kernels::to_f32(static_cast<const uint8_t*>(emb.data) + size_t(tokens[t] - s.embedding_rows.begin) * row_bytes,
-                      emb.dtype, h, x_.data() + t * h);
-  if (s.embedding_rows.size() != config_.vocab_size) all_reduce(x_.data(), count * h);
+  if (s.has_embedding) {
+    const kernels::WeightView& emb = w.embedding.view;
+    const size_t row_bytes = size_t(h) * dtype_size(emb.dtype);
+    for (int64_t t = 0; t < count; ++t)
+      if (s.embedding_rows.contains(tokens[t]))
+        kernels::to_f32(static_cast<const uint8_t*>(emb.data) + size_t(tokens[t] - s.embedding_rows.begin) * row_bytes,
+                        emb.dtype, h, x_.data() + t * h);
+    if (!pipeline && s.embedding_rows.size() != config_.vocab_size) all_reduce(x_.data(), count * h);
+  }
 
   rope_.tables(position_, count, cos_, sin_);
-  for (int64_t l = s.layers.begin; l < s.layers.end; ++l) {
-    attention_block(l, count);
-    mlp_block(l, count);
+  if (!pipeline) {
+    for (int64_t l = s.layers.begin; l < s.layers.end; ++l) {
+      attention_block(l, count);
+      mlp_block(l, count);
+    }
+  } else {
+    // Stages run in rank order; each hands its activations to the next (the baseline users compare
+    // tensor parallelism against: one stage computes while the others wait).
+    for (int stage = 0; stage < int(s.stage_layers.size()); ++stage) {
+      if (stage == s.rank)
+        for (int64_t l = s.layers.begin; l < s.layers.end; ++l) {
+          attention_block(l, count);
+          mlp_block(l, count);
+        }
+      if (stage + 1 < int(s.stage_layers.size())) broadcast(x_.data(), count * h, stage);
+    }
   }
   position_ += count;
 
   if (logits_offset >= 0) {
     // Only the positions whose logits are wanted go through the final norm and the output head.
     const int64_t first = all_logits ? 0 : count - 1, rows = count - first;
-    kernels::rmsnorm(x_.data() + first * h, w.final_norm.data(), float(config_.rms_norm_eps), h, rows, normed_.data());
-    const kernels::WeightView& head = model_.output_head();
-    if (s.output_rows.size() != config_.vocab_size)
-      fail("rank {}: an output head split along the vocabulary needs the multi-node runtime", s.rank);
-    kernels::matmul(head, normed_.data(), rows, logits.data() + logits_offset * config_.vocab_size, pool_);
+    const int64_t vocab = config_.vocab_size;
+    float* out = logits.data() + logits_offset * vocab;
+    if (s.has_output) {
+      kernels::rmsnorm(x_.data() + first * h, w.final_norm.data(), float(config_.rms_norm_eps), h, rows, normed_.data());
+      const kernels::WeightView& head = model_.output_head();
+      if (s.output_rows_by_rank.empty()) {
+        kernels::matmul(head, normed_.data(), rows, out, pool_);
+      } else {
+        // Each rank computes its vocabulary rows; gather them into [position][vocab] order.
+        gathered_.resize(size_t(rows * vocab));
+        local_logits_.resize(size_t(rows * head.rows));
+        kernels::matmul(head, normed_.data(), rows, local_logits_.data(), pool_);
+        std::vector<int64_t> counts;
+        for (const Range& r : s.output_rows_by_rank) counts.push_back(r.size() * rows);
+        double t0 = now_s();
+        comm_.all_gather(local_logits_.data(), counts, gathered_.data());
+        times_.comm_s += now_s() - t0;
+        int64_t at = 0;
+        for (const Range& r : s.output_rows_by_rank) {
+          for (int64_t p = 0; p < rows; ++p)
+            std::copy_n(gathered_.data() + at + p * r.size(), r.size(), out + p * vocab + r.begin);
+          at += r.size() * rows;
+        }
+      }
+    }
+    if (pipeline) broadcast(out, rows * vocab, int(s.stage_layers.size()) - 1);
   }
   times_.compute_s += (now_s() - t_start) - (times_.comm_s - comm_before);
 }

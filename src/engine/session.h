@@ -41,6 +41,7 @@ class Session {
   void attention_block(int64_t layer, int64_t count);
   void mlp_block(int64_t layer, int64_t count);
   void all_reduce(float* data, int64_t n);
+  void broadcast(float* data, int64_t n, int root);
 
   const Model& model_;
   const ModelConfig& config_;
@@ -54,6 +55,7 @@ class Session {
   std::vector<std::vector<float>> k_cache_, v_cache_;
   // Scratch for a chunk of up to kMaxChunk tokens.
   std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, scores_, cos_, sin_;
+  std::vector<float> local_logits_, gathered_;  // vocabulary-split output head
   ForwardTimes times_;
 };
 

@@ -47,6 +47,12 @@ struct RankSlices {
   // Pipeline mode: whether this rank holds the embedding (first stage) / final norm and head (last stage).
   bool has_embedding = true;
   bool has_output = true;
+  // Pipeline mode: the layers of every rank's stage, in rank order (empty in tensor mode). Activations
+  // pass from stage to stage in this order.
+  std::vector<Range> stage_layers;
+  // Output-head rows of every rank, in rank order, when the head is split along the vocabulary (empty
+  // when every rank holds the whole head); logits are gathered in this order.
+  std::vector<Range> output_rows_by_rank;
 };
 
 // Everything on one rank: the plan of a single-node run.
