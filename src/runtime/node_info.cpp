@@ -1,0 +1,101 @@
+// Node facts: available memory, byte-size parsing, and model-file fingerprints.
+#include "runtime/node_info.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace uneven {
+
+uint64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+uint64_t parse_byte_size(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    fail("cannot read '{}' as a size (examples: 128G, 48GB, 512M)", text);
+  }
+  std::string unit = text.substr(used);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return char(std::toupper(c)); });
+  if (unit.ends_with("IB")) unit.erase(unit.size() - 2, 1);  // GiB -> GB: sizes are binary either way
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  else if (unit == "K" || unit == "KB") scale = 1024.0;
+  else if (unit == "M" || unit == "MB") scale = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB") scale = 1024.0 * 1024 * 1024 * 1024;
+  else fail("unknown unit '{}' in size '{}' (use K, M, G or T)", text.substr(used), text);
+  if (!(value > 0) || !std::isfinite(value)) fail("size '{}' must be positive", text);
+  return uint64_t(value * scale);
+}
+
+std::vector<uint64_t> parse_byte_sizes(const std::string& list) {
+  std::vector<uint64_t> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(parse_byte_size(item));
+  if (out.empty()) fail("empty list of sizes '{}'", list);
+  return out;
+}
+
+uint64_t fnv1a64(const void* data, size_t size, uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+FilesFingerprint fingerprint(const TensorFiles& files) {
+  FilesFingerprint f;
+  const auto& paths = files.paths();
+  std::vector<uint64_t> header_end(paths.size(), UINT64_MAX);
+  for (const TensorInfo& t : files.tensors())
+    header_end[size_t(t.file_index)] = std::min(header_end[size_t(t.file_index)], t.offset);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    int fd = ::open(paths[i].c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail("{}: cannot open to fingerprint it", paths[i]);
+    off_t size = ::lseek(fd, 0, SEEK_END);
+    uint64_t end = std::min<uint64_t>(header_end[i] == UINT64_MAX ? uint64_t(size) : header_end[i], uint64_t(size));
+    std::vector<char> buf(size_t(std::min<uint64_t>(end, 1 << 20)));
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint64_t at = 0; at < end;) {
+      size_t want = size_t(std::min<uint64_t>(buf.size(), end - at));
+      ssize_t got = ::pread(fd, buf.data(), want, off_t(at));
+      if (got <= 0) {
+        ::close(fd);
+        fail("{}: read error while fingerprinting at byte {}", paths[i], at);
+      }
+      h = fnv1a64(buf.data(), size_t(got), h);
+      at += uint64_t(got);
+    }
+    ::close(fd);
+    f.sizes.push_back(uint64_t(size));
+    f.header_hashes.push_back(h);
+  }
+  return f;
+}
+
+std::string FilesFingerprint::describe(const std::vector<std::string>& paths) const {
+  std::string out;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    out += fmt::format("{}{} ({} bytes, header hash {:016x})", i ? ", " : "", i < paths.size() ? paths[i] : "?",
+                       sizes[i], header_hashes[i]);
+  return out;
+}
+
+}  // namespace uneven

@@ -1,0 +1,32 @@
+// What a rank knows about itself before planning: usable memory, and a fingerprint of its model files.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/tensor_file.h"
+
+namespace uneven {
+
+// MemAvailable from /proc/meminfo, in bytes (0 if unreadable).
+uint64_t available_memory_bytes();
+
+// Parses sizes like "128G", "48GB", "1.5T", "512M", "1000000" (bytes); throws naming the text.
+uint64_t parse_byte_size(const std::string& text);
+// Parses a comma-separated list of sizes.
+std::vector<uint64_t> parse_byte_sizes(const std::string& list);
+
+// Identity of a model's files on one node: each file's size and a hash of its header bytes (everything
+// before the first tensor's data). Two nodes with the same fingerprint hold the same tensor layout.
+struct FilesFingerprint {
+  std::vector<uint64_t> sizes;
+  std::vector<uint64_t> header_hashes;
+  bool operator==(const FilesFingerprint&) const = default;
+  std::string describe(const std::vector<std::string>& paths) const;
+};
+FilesFingerprint fingerprint(const TensorFiles& files);
+
+// A 64-bit FNV-1a hash, used for header fingerprints and plan hashes' checks.
+uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ull);
+
+}  // namespace uneven
