@@ -5,9 +5,11 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/launcher.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
+  uneven::cli::set_original_args(argc, argv);
   CLI::App app{"uneven: one LLM across machines of uneven memory and speed"};
   app.require_subcommand(1);
   std::vector<std::pair<CLI::App*, uneven::cli::Action>> actions;
