@@ -45,3 +45,11 @@ bool launched_by_mpirun();
 std::unique_ptr<Collective> make_mpi_collective();
 
 }  // namespace uneven
+
+namespace uneven {
+
+// Ends every rank of the MPI job now (after this rank printed why); used when one rank fails while the
+// others may be waiting in a collective, so that nothing hangs.
+[[noreturn]] void abort_mpi_job(int exit_code);
+
+}  // namespace uneven

@@ -72,6 +72,14 @@ bool launched_by_mpirun() {
          std::getenv("PMIX_RANK") != nullptr;
 }
 
+void abort_mpi_job(int exit_code) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
 std::unique_ptr<Collective> make_mpi_collective() { return std::make_unique<MpiCollective>(); }
 
 }  // namespace uneven

@@ -1,0 +1,62 @@
+// Shared start of multi-rank-capable subcommands: relaunch, open, plan, load.
+#include "cli/run_setup.h"
+
+#include <cstdio>
+
+#include "cli/launcher.h"
+#include "util/error.h"
+
+namespace uneven::cli {
+
+void DistributedOptions::add_to(CLI::App& cmd) {
+  cmd.add_option("--ranks", ranks, "start this many local ranks under mpirun (default 1)")->check(CLI::PositiveNumber);
+  cmd.add_option("--mem", cluster.mem, "per-rank memory budgets, e.g. 6G,2G,1G (default: each rank's free memory)");
+  cmd.add_option("--bandwidth", cluster.bandwidth, "per-rank memory bandwidth in GB/s, e.g. 546,273");
+  cmd.add_option("--split", cluster.split, "explicit target shares per rank, e.g. 5,2,1");
+  cmd.add_option("--mode", cluster.mode, "auto | tensor | equal | pipeline")
+      ->check(CLI::IsMember({"auto", "tensor", "equal", "pipeline"}));
+  cmd.add_option("--plan", cluster.plan_file, "use this plan (from `uneven plan --json`) instead of planning");
+}
+
+Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bool need_tokenizer) {
+  Run run;
+  const bool distributed = launched_by_mpirun();
+  run.comm = distributed ? make_mpi_collective() : make_local_collective();
+  const bool leader = run.comm->rank() == 0;
+  if (!distributed) {
+    run.files = open_model(model_opts.model_path, model_opts.open_options(need_tokenizer));
+    run.setup.slices = single_rank_slices(run.files.config);
+  } else {
+    // Every rank opens its own local copy; a failure is reported through the cluster set-up so that all
+    // ranks stop together with the same message.
+    std::string open_error;
+    try {
+      run.files = open_model(model_opts.model_path, model_opts.open_options(need_tokenizer && leader));
+    } catch (const Error& e) {
+      open_error = e.what();
+    }
+    ClusterOptions cluster = dist.cluster;
+    if (open_error.empty()) cluster.context = model_opts.context_for(run.files.config);
+    run.setup = setup_cluster(*run.comm, open_error.empty() ? &run.files : nullptr, open_error, cluster);
+  }
+  run.model = std::make_unique<Model>(run.files.config, run.setup.slices, *run.files.weights,
+                                      leader ? terminal_progress("loading") : LoadProgress{});
+  return run;
+}
+
+int run_distributed(const DistributedOptions& dist, const std::function<int()>& body) {
+  if (!launched_by_mpirun()) {
+    if (dist.ranks > 1) return relaunch_under_mpirun(dist.ranks);
+    return body();  // errors go to main()'s handler
+  }
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    std::fprintf(stderr, "error: rank %s: %s\n", rank ? rank : "?", e.what());
+    std::fflush(stderr);
+    abort_mpi_job(1);
+  }
+}
+
+}  // namespace uneven::cli

@@ -1,0 +1,36 @@
+// Loading a model for a run on one rank or many: the shared start of `generate` and `bench`.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "cli/model_options.h"
+#include "comm/collective.h"
+#include "runtime/cluster.h"
+
+namespace uneven::cli {
+
+struct DistributedOptions {
+  int ranks = 1;  // > 1 and not under mpirun: start mpirun with this many local ranks
+  ClusterOptions cluster;
+  void add_to(CLI::App& cmd);
+};
+
+struct Run {
+  std::unique_ptr<Collective> comm;
+  ModelFiles files;
+  RankSetup setup;
+  std::unique_ptr<Model> model;
+  bool leader() const { return comm->rank() == 0; }
+};
+
+// Opens the model on this rank and, under mpirun, sets up the cluster (plan, checks) before loading
+// this rank's slices. Single process: everything on one rank.
+Run start_run(const ModelOptions& model, const DistributedOptions& dist, bool need_tokenizer);
+
+// Runs a subcommand body: relaunches under mpirun for --ranks N; under MPI, an error on any rank is
+// printed with the rank's number and ends the whole job (no rank is left waiting).
+int run_distributed(const DistributedOptions& dist, const std::function<int()>& body);
+
+}  // namespace uneven::cli
