@@ -1,0 +1,131 @@
+// Multi-rank start-up: every rank sends its facts, rank 0 checks them and plans, every rank verifies.
+#include "runtime/cluster.h"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "runtime/cluster_plan.h"
+#include "runtime/node_info.h"
+#include "util/error.h"
+
+namespace uneven {
+
+std::vector<std::string> all_gather_strings(Collective& comm, const std::string& mine) {
+  std::vector<std::string> out(size_t(comm.size()));
+  for (int root = 0; root < comm.size(); ++root) {
+    std::string s = root == comm.rank() ? mine : std::string();
+    int64_t length = int64_t(s.size());
+    comm.broadcast(&length, sizeof length, root);
+    s.resize(size_t(length));
+    comm.broadcast(s.data(), length, root);
+    out[size_t(root)] = std::move(s);
+  }
+  return out;
+}
+
+namespace {
+
+std::string hostname() {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return name;
+}
+
+NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std::string& open_error,
+                      const ClusterOptions& options) {
+  NodeFacts f;
+  f.rank = comm.rank();
+  f.host = hostname();
+  f.open_error = open_error;
+  try {
+    if (!options.mem.empty()) {
+      auto budgets = parse_byte_sizes(options.mem);
+      if (int(budgets.size()) != comm.size())
+        fail("--mem lists {} budgets but the run has {} ranks", budgets.size(), comm.size());
+      f.memory_bytes = budgets[size_t(comm.rank())];
+    } else {
+      f.memory_bytes = available_memory_bytes();
+    }
+    if (!options.bandwidth.empty()) {
+      std::vector<double> bw;
+      std::stringstream ss(options.bandwidth);
+      for (std::string item; std::getline(ss, item, ',');) bw.push_back(std::stod(item));
+      if (int(bw.size()) != comm.size())
+        fail("--bandwidth lists {} values but the run has {} ranks", bw.size(), comm.size());
+      f.bandwidth_gbps = bw[size_t(comm.rank())];
+    }
+    if (files && files->tensors) f.fingerprint = fingerprint(*files->tensors).describe(files->tensors->paths());
+  } catch (const std::exception& e) {
+    if (f.open_error.empty()) f.open_error = e.what();
+  }
+  return f;
+}
+
+}  // namespace
+
+RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::string& open_error,
+                        const ClusterOptions& options) {
+  NodeFacts mine = local_facts(comm, files, open_error, options);
+  nlohmann::json mine_json = {{"rank", mine.rank},          {"host", mine.host},
+                              {"memory", mine.memory_bytes}, {"bandwidth", mine.bandwidth_gbps},
+                              {"error", mine.open_error},    {"fingerprint", mine.fingerprint}};
+  std::vector<std::string> gathered = all_gather_strings(comm, mine_json.dump());
+
+  // Rank 0 decides: either an error every rank reports, or the plan every rank loads.
+  std::string verdict;  // JSON: {"error": ...} or {"plan": ...}
+  if (comm.rank() == 0) {
+    std::vector<NodeFacts> nodes;
+    std::string problems;
+    for (const auto& g : gathered) {
+      auto j = nlohmann::json::parse(g);
+      NodeFacts n;
+      n.rank = j["rank"];
+      n.host = j["host"];
+      n.memory_bytes = j["memory"];
+      n.bandwidth_gbps = j["bandwidth"];
+      n.open_error = j["error"];
+      n.fingerprint = j["fingerprint"];
+      if (!n.open_error.empty())
+        problems += fmt::format("\n  rank {} ({}): {}", n.rank, n.host, n.open_error);
+      else if (n.rank != 0 && mine.open_error.empty() && n.fingerprint != mine.fingerprint)
+        problems += fmt::format("\n  rank {} ({}) has different model files: {}\n    rank 0 has: {}", n.rank, n.host,
+                                n.fingerprint, mine.fingerprint);
+      nodes.push_back(std::move(n));
+    }
+    if (!problems.empty()) {
+      verdict = nlohmann::json{{"error", "cannot start on " + std::to_string(comm.size()) + " ranks:" + problems}}.dump();
+    } else {
+      try {
+        verdict = nlohmann::json{{"plan", make_cluster_plan_json(files->config, nodes, options)}}.dump();
+      } catch (const Error& e) {
+        verdict = nlohmann::json{{"error", std::string("cannot plan the split: ") + e.what()}}.dump();
+      }
+    }
+  }
+  int64_t length = int64_t(verdict.size());
+  comm.broadcast(&length, sizeof length, 0);
+  verdict.resize(size_t(length));
+  comm.broadcast(verdict.data(), length, 0);
+  auto decision = nlohmann::json::parse(verdict);
+  if (decision.contains("error")) throw Error(decision["error"].get<std::string>());
+
+  // Every rank verifies the plan's hash and takes its own slices from it.
+  RankSetup setup;
+  setup.plan_json = decision["plan"].get<std::string>();
+  std::string problem;
+  try {
+    if (!files) fail("no model files");
+    setup = rank_setup_from_plan_json(setup.plan_json, files->config, comm.rank(), comm.size());
+  } catch (const Error& e) {
+    problem = e.what();
+  }
+  // Agree on success: a rank that rejects the plan stops everyone, naming itself.
+  std::vector<std::string> problems = all_gather_strings(comm, problem);
+  for (int r = 0; r < comm.size(); ++r)
+    if (!problems[size_t(r)].empty()) fail("rank {} rejects the plan: {}", r, problems[size_t(r)]);
+  return setup;
+}
+
+}  // namespace uneven
