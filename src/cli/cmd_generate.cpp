@@ -16,6 +16,7 @@ struct GenerateOptions {
   DistributedOptions dist;
   GenerateRequest request;
   bool json = false;
+  std::string logits_out;
 };
 
 int run_generate(const GenerateOptions& opt) {
@@ -30,8 +31,16 @@ int run_generate(const GenerateOptions& opt) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   };
-  GenerateResult r = generate(session, *run.comm, run.files.tokenizer.get(), opt.request, on_text);
+  GenerateRequest request = opt.request;
+  request.record_logits = !opt.logits_out.empty();
+  GenerateResult r = generate(session, *run.comm, run.files.tokenizer.get(), request, on_text);
   if (!run.leader()) return 0;
+  if (!opt.logits_out.empty()) {
+    std::FILE* f = std::fopen(opt.logits_out.c_str(), "wb");
+    if (!f) fail("{}: cannot open for writing", opt.logits_out);
+    size_t written = std::fwrite(r.step_logits.data(), sizeof(float), r.step_logits.size(), f);
+    if (std::fclose(f) != 0 || written != r.step_logits.size()) fail("{}: write failed", opt.logits_out);
+  }
   if (opt.json) {
     nlohmann::json out = {
         {"prompt_ids", r.prompt_ids},
@@ -71,6 +80,7 @@ Action register_generate(CLI::App& app) {
   cmd->add_option("--stop", opt->request.stop, "stop before this string (repeatable)");
   cmd->add_flag("--ignore-eos", opt->request.ignore_eos, "keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", opt->json, "print one JSON object (ids, text, figures) instead of streaming");
+  cmd->add_option("--logits-out", opt->logits_out, "write the logits of every sampled step (raw float32) to this file");
   return [opt]() -> int { return run_distributed(opt->dist, [opt] { return run_generate(*opt); }); };
 }
 

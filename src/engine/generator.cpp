@@ -83,6 +83,7 @@ GenerateResult generate(Session& session, Collective& comm, const Tokenizer* tok
   result.prompt_seconds = t_prompt_done - t0;
   result.finish_reason = "length";
   for (int64_t step = 0; step < max_tokens; ++step) {
+    if (leader && request.record_logits) result.step_logits.insert(result.step_logits.end(), logits.begin(), logits.end());
     int64_t next = leader ? sampler.sample(logits.data(), vocab) : 0;
     comm.broadcast(&next, sizeof next, 0);
     TokenId token = TokenId(next);

@@ -17,6 +17,7 @@ struct GenerateRequest {
   SamplingParams sampling;
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
   bool ignore_eos = false;
+  bool record_logits = false;  // keep the logits each token was sampled from (for equivalence checks)
 };
 
 struct GenerateResult {
@@ -24,6 +25,7 @@ struct GenerateResult {
   std::vector<TokenId> generated_ids;
   std::string text;
   std::string finish_reason;  // "length", "eos" or "stop"
+  std::vector<float> step_logits;  // with record_logits: vocab_size values per sampled token
   double prompt_seconds = 0;
   double decode_seconds = 0;  // from the first generated token's sampling to the last one
   double prompt_tokens_per_second() const;
