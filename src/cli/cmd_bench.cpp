@@ -82,6 +82,10 @@ int run_bench(const BenchOptions& opt) {
   nlohmann::json mine = {
       {"rank", comm.rank()},
       {"weight_bytes", run.model->weights().bytes},
+      {"planned_weight_bytes", run.setup.planned_weight_bytes.empty() ? run.model->weights().bytes
+                                                                      : run.setup.planned_weight_bytes[size_t(comm.rank())]},
+      {"resident_weight_bytes", run.resident_weight_bytes},
+      {"file_bytes_read", run.file_bytes_read},
       {"decode_weight_bytes_per_token", bytes_per_token},
       {"compute_ms_per_token", per_token_compute * 1e3},
       {"comm_ms_per_token", per_token_comm * 1e3},

@@ -22,6 +22,8 @@ struct Run {
   ModelFiles files;
   RankSetup setup;
   std::unique_ptr<Model> model;
+  uint64_t resident_weight_bytes = 0;  // growth of the resident set while the weights were loaded
+  uint64_t file_bytes_read = 0;        // tensor bytes this rank read or mapped from its model files
   bool leader() const { return comm->rank() == 0; }
 };
 

@@ -136,3 +136,20 @@ const kernels::WeightView& Model::output_head() const {
 }
 
 }  // namespace uneven
+
+namespace uneven {
+
+uint64_t Model::touch_weights() const {
+  uint64_t sum = 0;
+  auto touch = [&](const TensorBytes& b) {
+    const auto* p = static_cast<const volatile uint8_t*>(b.data());
+    for (size_t i = 0; i < b.size(); i += 4096) sum += p[i];
+  };
+  touch(weights_.embedding.bytes);
+  touch(weights_.output.bytes);
+  for (const LayerWeights& l : weights_.layers)
+    for (const auto& m : kMatrices) touch((l.*(m.second)).bytes);
+  return sum;
+}
+
+}  // namespace uneven

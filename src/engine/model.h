@@ -45,6 +45,9 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   // The output head: its own tensor, or the embedding when tied.
   const kernels::WeightView& output_head() const;
+  // Reads one byte of every page of every weight, so mapped weights are resident; returns a checksum
+  // so the reads are not optimised away.
+  uint64_t touch_weights() const;
 
  private:
   ModelConfig config_;

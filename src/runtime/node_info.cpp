@@ -23,6 +23,13 @@ uint64_t available_memory_bytes() {
   return 0;
 }
 
+uint64_t resident_memory_bytes() {
+  std::ifstream in("/proc/self/statm");
+  uint64_t size_pages = 0, resident_pages = 0;
+  in >> size_pages >> resident_pages;
+  return resident_pages * uint64_t(::sysconf(_SC_PAGESIZE));
+}
+
 uint64_t parse_byte_size(const std::string& text) {
   size_t used = 0;
   double value = 0;

@@ -11,6 +11,9 @@ namespace uneven {
 // MemAvailable from /proc/meminfo, in bytes (0 if unreadable).
 uint64_t available_memory_bytes();
 
+// Resident set size of this process, in bytes (from /proc/self/statm).
+uint64_t resident_memory_bytes();
+
 // Parses sizes like "128G", "48GB", "1.5T", "512M", "1000000" (bytes); throws naming the text.
 uint64_t parse_byte_size(const std::string& text);
 // Parses a comma-separated list of sizes.
