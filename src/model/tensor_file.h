@@ -1,5 +1,6 @@
 // Tensor tables over model files (GGUF, safetensors shards) and reads of whole tensors or row/column slices.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -81,8 +82,9 @@ class TensorFiles {
 
   // GGUF key/value metadata (empty for safetensors). Arrays become JSON arrays.
   const nlohmann::json& metadata() const { return metadata_; }
-  // Bytes of tensor data read or mapped so far, for tests of slice loading.
-  uint64_t data_bytes_touched() const { return *bytes_touched_; }
+  // Bytes of tensor data read or mapped so far (exactly the slice bytes asked for; a mapping is rounded
+  // out to whole pages), for checks that a rank loads only its slices. Shared by copies; thread-safe.
+  uint64_t data_bytes_touched() const { return bytes_touched_->load(); }
 
  private:
   std::vector<std::string> paths_;
@@ -90,7 +92,7 @@ class TensorFiles {
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> index_;
   nlohmann::json metadata_ = nlohmann::json::object();
-  std::shared_ptr<uint64_t> bytes_touched_ = std::make_shared<uint64_t>(0);
+  std::shared_ptr<std::atomic<uint64_t>> bytes_touched_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::string description_;  // for messages: the file or directory opened
 };
 
