@@ -34,7 +34,8 @@ class Loader {
     const TensorInfo& t = info(spec);
     SliceRange r = slice_for(spec, config_, slices_, layer);
     Linear out;
-    out.bytes = r.columns ? source_.read_cols(t, r.begin, r.end) : source_.read_rows(t, r.begin, r.end);
+    if (r.end > r.begin)  // an empty share reads nothing
+      out.bytes = r.columns ? source_.read_cols(t, r.begin, r.end) : source_.read_rows(t, r.begin, r.end);
     out.view.rows = r.columns ? t.shape[0] : r.end - r.begin;
     out.view.cols = r.columns ? r.end - r.begin : t.row_elems();
     out.view.dtype = t.dtype;

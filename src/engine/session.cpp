@@ -177,6 +177,12 @@ void Session::attention_block(int64_t l, int64_t count) {
   const int64_t nq = ls.q_heads.size(), nkv = ls.kv_heads.size();
   const int64_t group = config_.num_heads / config_.num_kv_heads;
   const float eps = float(config_.rms_norm_eps);
+  if (nq == 0) {  // a rank may hold no heads of a layer: it adds zeros to the sum
+    std::fill(proj_.begin(), proj_.begin() + count * h, 0.0f);
+    all_reduce(proj_.data(), count * h);
+    kernels::add(x_.data(), proj_.data(), count * h);
+    return;
+  }
 
   kernels::rmsnorm(x_.data(), lw.attn_norm.data(), eps, h, count, normed_.data());
   kernels::matmul(lw.q.view, normed_.data(), count, q_.data(), pool_);
@@ -230,6 +236,12 @@ void Session::attention_block(int64_t l, int64_t count) {
 void Session::mlp_block(int64_t l, int64_t count) {
   const LayerWeights& lw = model_.weights().layers[size_t(l)];
   const int64_t h = config_.hidden_size, cols = model_.slices().layer[size_t(l)].mlp_cols.size();
+  if (cols == 0) {  // no MLP columns of this layer here: add zeros to the sum
+    std::fill(proj_.begin(), proj_.begin() + count * h, 0.0f);
+    all_reduce(proj_.data(), count * h);
+    kernels::add(x_.data(), proj_.data(), count * h);
+    return;
+  }
   kernels::rmsnorm(x_.data(), lw.ffn_norm.data(), float(config_.rms_norm_eps), h, count, normed_.data());
   kernels::matmul(lw.gate.view, normed_.data(), count, gate_.data(), pool_);
   kernels::matmul(lw.up.view, normed_.data(), count, up_.data(), pool_);

@@ -63,6 +63,13 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
   return f;
 }
 
+// The planner's name for the dtype the model's matrices are stored in (F16 is widened to F32 at load).
+std::string stored_dtype_name(const ModelFiles& files) {
+  const TensorInfo* t = files.weights->find("model.layers.0.self_attn.q_proj.weight");
+  if (!t) return "bf16";
+  return t->dtype == DType::BF16 ? "bf16" : "f32";
+}
+
 }  // namespace
 
 RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::string& open_error,
@@ -98,7 +105,9 @@ RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::st
       verdict = nlohmann::json{{"error", "cannot start on " + std::to_string(comm.size()) + " ranks:" + problems}}.dump();
     } else {
       try {
-        verdict = nlohmann::json{{"plan", make_cluster_plan_json(files->config, nodes, options)}}.dump();
+        ClusterOptions planned = options;
+        planned.weight_dtype = stored_dtype_name(*files);
+        verdict = nlohmann::json{{"plan", make_cluster_plan_json(files->config, nodes, planned)}}.dump();
       } catch (const Error& e) {
         verdict = nlohmann::json{{"error", std::string("cannot plan the split: ") + e.what()}}.dump();
       }

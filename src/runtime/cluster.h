@@ -18,6 +18,7 @@ struct ClusterOptions {
   std::string mode = "auto";  // auto | tensor | equal | pipeline
   std::string plan_file;  // a plan written by `uneven plan --json`; used instead of planning
   int64_t context = 4096;
+  std::string weight_dtype = "bf16";  // as stored in this model's files (planner's dtype names); set at start
 };
 
 // What a rank knows after start-up.

@@ -1,0 +1,84 @@
+// Planning for the ranks that reported, and every rank's verification of the plan it receives.
+#include "runtime/cluster_plan.h"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "plan/plan.h"
+#include "util/error.h"
+
+namespace uneven {
+namespace {
+
+std::vector<double> parse_shares(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || !(v > 0)) fail("--split entry '{}' is not a positive number", item);
+    out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<NodeFacts>& nodes,
+                                   const ClusterOptions& options) {
+  if (!options.plan_file.empty()) {
+    std::ifstream in(options.plan_file);
+    if (!in) fail("{}: cannot open the plan file", options.plan_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    Plan plan = plan_from_json_text(text.str(), options.plan_file);
+    validate_plan(plan, config);
+    if (plan.world_size != int(nodes.size()))
+      fail("{}: the plan is for {} ranks but {} ranks are running", options.plan_file, plan.world_size, nodes.size());
+    return plan_to_json_text(plan);
+  }
+  PlanRequest request;
+  uint64_t smallest = UINT64_MAX;
+  for (const NodeFacts& n : nodes) {
+    request.nodes.push_back({fmt::format("rank {} ({})", n.rank, n.host), n.memory_bytes, n.bandwidth_gbps});
+    smallest = std::min(smallest, n.memory_bytes);
+  }
+  // Reserve for activations and the runtime: 1 GiB, less on nodes simulated with small budgets.
+  request.reserve = std::min<uint64_t>(uint64_t(1) << 30, smallest / 8);
+  request.cost.weights = parse_dtype(options.weight_dtype);
+  request.cost.context = options.context;
+  request.mode = parse_mode(options.mode);
+  if (!options.split.empty()) request.split = parse_shares(options.split);
+  if (!request.split.empty() && request.split.size() != nodes.size())
+    fail("--split lists {} shares but {} ranks are running", request.split.size(), nodes.size());
+  Plan plan = make_plan(config, request);
+  if (plan.world_size != int(nodes.size())) {
+    std::string why;
+    for (const NodePlan& n : plan.nodes)
+      if (n.rank < 0) why += fmt::format("; {} is left out: {}", n.spec.name, n.note);
+    fail("the plan uses {} of the {} running ranks{} (start fewer ranks)", plan.world_size, nodes.size(), why);
+  }
+  return plan_to_json_text(plan);
+}
+
+RankSetup rank_setup_from_plan_json(const std::string& plan_json, const ModelConfig& config, int rank, int world_size) {
+  Plan plan = plan_from_json_text(plan_json, "the plan received from rank 0");
+  validate_plan(plan, config);
+  if (plan.world_size != world_size)
+    fail("the plan is for {} ranks but {} ranks are running", plan.world_size, world_size);
+  RankSetup setup;
+  setup.slices = rank_slices(plan, config, rank);
+  setup.plan_json = plan_json;
+  setup.predicted_seconds_per_token = plan.time_s;
+  for (int r = 0; r < world_size; ++r) setup.planned_weight_bytes.push_back(plan.node_of_rank(r).usage.weights);
+  return setup;
+}
+
+}  // namespace uneven
