@@ -41,4 +41,7 @@ void to_f32(const void* src, DType dtype, int64_t n, float* dst);
 // caches with all pool threads, best of `repeats`.
 double measure_read_bandwidth(ThreadPool& pool, size_t buffer_bytes = size_t(1) << 30, int repeats = 5);
 
+// Name of the SIMD target the kernels dispatch to on this machine (e.g. "AVX3", "AVX2"), for logs.
+const char* simd_target();
+
 }  // namespace uneven::kernels

@@ -1,0 +1,397 @@
+// matmul: y = x W^T for F32, BF16 and F16 weights, Highway runtime-dispatched.
+//
+// batch == 1 (decode) is bound by reading W, so each thread streams a contiguous band of rows, four
+// rows at a time against one load of x, converting weights in registers:
+//  - F32: plain loads;
+//  - F16: LoadF16AsF32 (vcvtph2ps on AVX2 and up);
+//  - BF16: one 16-bit vector of 2N weights is read as N 32-bit lanes; lane i holds weights 2i (low
+//    half) and 2i+1 (high half), so `lane << 16` is weight 2i as a float and `lane & 0xffff0000` is
+//    weight 2i+1. x is permuted once per call to match (per block of 2N: even elements, then odd),
+//    so no shuffle is needed in the hot loop.
+// batch > 1 (prompt) packs a tile of kRows rows x kc columns of W into F32 (cache-resident) and runs
+// a register-blocked kernel of kRows rows x kBatch inputs over it, so W is read from memory once per
+// call, and each packed vector is reused for kBatch inputs from cache.
+//
+// Summation order differs from a sequential scalar sum (several vector accumulators, column
+// blocking), so results agree with a double-precision reference to ~1e-6 relative to sum |w x|.
+#include <algorithm>
+#include <type_traits>
+#include <cstring>
+#include <vector>
+
+#include "compute/kernels.h"
+#include "util/error.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "compute/matmul.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "compute/f16-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace uneven::kernels::matmul_impl::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using uneven::kernels::HWY_NAMESPACE::LoadF16AsF32;
+using DF = hn::ScalableTag<float>;
+using DU32 = hn::RebindToUnsigned<DF>;
+using DU16 = hn::Repartition<uint16_t, DF>;   // 2N lanes: a full vector of 16-bit weights
+using VF = hn::Vec<DF>;
+
+constexpr int64_t kRows = 4;  // rows per register block (both paths)
+// Inputs per register block of the batched kernel: kRows * kBatch accumulators + kRows weight
+// vectors + 1 input vector must fit the register file (32 vectors on AVX-512, 16 below).
+#if HWY_TARGET <= HWY_AVX3
+constexpr int64_t kBatch = 6;
+#else
+constexpr int64_t kBatch = 2;
+#endif
+
+inline float scalar_weight(const void* w, DType t, int64_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(w)[i];
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+  }
+  return 0.0f;
+}
+
+// ---------------------------------------------------------------- decode (batch 1)
+
+// Loads N consecutive weights at `p` as floats.
+HWY_INLINE VF LoadW(DF d, const float* p) { return hn::LoadU(d, p); }
+HWY_INLINE VF LoadW(DF d, const hwy::float16_t* p) { return LoadF16AsF32(d, p); }
+// BF16 by widening (used where the even/odd kernel below cannot be: the 1-lane HWY_SCALAR target).
+HWY_INLINE VF LoadW(DF d, const hwy::bfloat16_t* p) {
+  const hn::Rebind<uint16_t, DF> dh16;
+  return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(DU32(), hn::LoadU(dh16, reinterpret_cast<const uint16_t*>(p)))));
+}
+
+template <class T>
+constexpr DType kDType = std::is_same_v<T, float> ? DType::F32
+                         : std::is_same_v<T, hwy::float16_t> ? DType::F16 : DType::BF16;
+
+// out[r] = dot(W row r, x) for kRows rows starting at w (row stride `stride` elements); F32 or F16.
+template <class T>
+HWY_INLINE void DotRows4(const T* HWY_RESTRICT w, int64_t stride, int64_t cols, const float* HWY_RESTRICT x,
+                         float* out) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  const T* w0 = w;
+  const T* w1 = w + stride;
+  const T* w2 = w + 2 * stride;
+  const T* w3 = w + 3 * stride;
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  VF b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
+  int64_t c = 0;
+  for (; c + 2 * N <= cols; c += 2 * N) {
+    const VF x0 = hn::LoadU(d, x + c), x1 = hn::LoadU(d, x + c + N);
+    a0 = hn::MulAdd(LoadW(d, w0 + c), x0, a0);
+    a1 = hn::MulAdd(LoadW(d, w1 + c), x0, a1);
+    a2 = hn::MulAdd(LoadW(d, w2 + c), x0, a2);
+    a3 = hn::MulAdd(LoadW(d, w3 + c), x0, a3);
+    b0 = hn::MulAdd(LoadW(d, w0 + c + N), x1, b0);
+    b1 = hn::MulAdd(LoadW(d, w1 + c + N), x1, b1);
+    b2 = hn::MulAdd(LoadW(d, w2 + c + N), x1, b2);
+    b3 = hn::MulAdd(LoadW(d, w3 + c + N), x1, b3);
+  }
+  if (c + N <= cols) {
+    const VF x0 = hn::LoadU(d, x + c);
+    a0 = hn::MulAdd(LoadW(d, w0 + c), x0, a0);
+    a1 = hn::MulAdd(LoadW(d, w1 + c), x0, a1);
+    a2 = hn::MulAdd(LoadW(d, w2 + c), x0, a2);
+    a3 = hn::MulAdd(LoadW(d, w3 + c), x0, a3);
+    c += N;
+  }
+  out[0] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, b0)));
+  out[1] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a1, b1)));
+  out[2] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a2, b2)));
+  out[3] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a3, b3)));
+  for (; c < cols; ++c)
+    for (int r = 0; r < 4; ++r) out[r] += scalar_weight(w + r * stride, kDType<T>, c) * x[c];
+}
+
+template <class T>
+HWY_INLINE float DotRow1(const T* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT x) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  VF a = hn::Zero(d);
+  int64_t c = 0;
+  for (; c + N <= cols; c += N) a = hn::MulAdd(LoadW(d, w + c), hn::LoadU(d, x + c), a);
+  float sum = hn::GetLane(hn::SumOfLanes(d, a));
+  for (; c < cols; ++c) sum += scalar_weight(w, kDType<T>, c) * x[c];
+  return sum;
+}
+
+#if HWY_TARGET != HWY_SCALAR
+// BF16 weight lane pair -> (even, odd) floats; see the file comment.
+HWY_INLINE VF Bf16Even(DF d, hn::Vec<DU32> v) { return hn::BitCast(d, hn::ShiftLeft<16>(v)); }
+HWY_INLINE VF Bf16Odd(DF d, hn::Vec<DU32> v, hn::Vec<DU32> hi_mask) { return hn::BitCast(d, hn::And(v, hi_mask)); }
+HWY_INLINE hn::Vec<DU32> LoadBf16Pairs(const uint16_t* p) { return hn::BitCast(DU32(), hn::LoadU(DU16(), p)); }
+
+// BF16 version of DotRows4: xp is x permuted per block of 2N (N even elements, then N odd ones) for
+// the whole blocks; x (unpermuted) serves the tail.
+HWY_INLINE void DotRows4Bf16(const uint16_t* HWY_RESTRICT w, int64_t stride, int64_t cols,
+                             const float* HWY_RESTRICT xp, const float* HWY_RESTRICT x, float* out) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  const auto hi = hn::Set(DU32(), 0xffff0000u);
+  const uint16_t* w0 = w;
+  const uint16_t* w1 = w + stride;
+  const uint16_t* w2 = w + 2 * stride;
+  const uint16_t* w3 = w + 3 * stride;
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  VF b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
+  int64_t c = 0;
+  for (; c + 2 * N <= cols; c += 2 * N) {
+    const VF xe = hn::LoadU(d, xp + c), xo = hn::LoadU(d, xp + c + N);
+    const auto v0 = LoadBf16Pairs(w0 + c), v1 = LoadBf16Pairs(w1 + c);
+    const auto v2 = LoadBf16Pairs(w2 + c), v3 = LoadBf16Pairs(w3 + c);
+    a0 = hn::MulAdd(Bf16Even(d, v0), xe, a0);
+    a1 = hn::MulAdd(Bf16Even(d, v1), xe, a1);
+    a2 = hn::MulAdd(Bf16Even(d, v2), xe, a2);
+    a3 = hn::MulAdd(Bf16Even(d, v3), xe, a3);
+    b0 = hn::MulAdd(Bf16Odd(d, v0, hi), xo, b0);
+    b1 = hn::MulAdd(Bf16Odd(d, v1, hi), xo, b1);
+    b2 = hn::MulAdd(Bf16Odd(d, v2, hi), xo, b2);
+    b3 = hn::MulAdd(Bf16Odd(d, v3, hi), xo, b3);
+  }
+  out[0] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, b0)));
+  out[1] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a1, b1)));
+  out[2] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a2, b2)));
+  out[3] = hn::GetLane(hn::SumOfLanes(d, hn::Add(a3, b3)));
+  for (; c < cols; ++c)
+    for (int r = 0; r < 4; ++r) out[r] += bf16_to_f32(w[r * stride + c]) * x[c];
+}
+
+HWY_INLINE float DotRow1Bf16(const uint16_t* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT xp,
+                             const float* HWY_RESTRICT x) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  const auto hi = hn::Set(DU32(), 0xffff0000u);
+  VF a = hn::Zero(d), b = hn::Zero(d);
+  int64_t c = 0;
+  for (; c + 2 * N <= cols; c += 2 * N) {
+    const auto v = LoadBf16Pairs(w + c);
+    a = hn::MulAdd(Bf16Even(d, v), hn::LoadU(d, xp + c), a);
+    b = hn::MulAdd(Bf16Odd(d, v, hi), hn::LoadU(d, xp + c + N), b);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(a, b)));
+  for (; c < cols; ++c) sum += bf16_to_f32(w[c]) * x[c];
+  return sum;
+}
+
+// Permutes the whole 2N-blocks of x into (even, odd) halves; the tail is left out (read from x).
+void PermuteEvenOdd(const float* x, int64_t cols, float* xp) {
+  const int64_t N = int64_t(hn::Lanes(DF()));
+  for (int64_t c = 0; c + 2 * N <= cols; c += 2 * N)
+    for (int64_t i = 0; i < N; ++i) {
+      xp[c + i] = x[c + 2 * i];
+      xp[c + N + i] = x[c + 2 * i + 1];
+    }
+}
+
+#endif  // HWY_TARGET != HWY_SCALAR
+
+inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
+
+// Rows [r0, r1) of the product with one input vector.
+void GemvRows(const WeightView& w, const float* x, const float* xp, int64_t r0, int64_t r1, float* y,
+              bool accumulate) {
+  const int64_t cols = w.cols;
+  float out[4];
+  int64_t r = r0;
+  switch (w.dtype) {
+    case DType::F32: {
+      const float* base = static_cast<const float*>(w.data);
+      for (; r + 4 <= r1; r += 4) {
+        DotRows4(base + r * cols, cols, cols, x, out);
+        for (int i = 0; i < 4; ++i) Store(y + r + i, out[i], accumulate);
+      }
+      for (; r < r1; ++r) Store(y + r, DotRow1(base + r * cols, cols, x), accumulate);
+      break;
+    }
+    case DType::F16: {
+      const hwy::float16_t* base = static_cast<const hwy::float16_t*>(w.data);
+      for (; r + 4 <= r1; r += 4) {
+        DotRows4(base + r * cols, cols, cols, x, out);
+        for (int i = 0; i < 4; ++i) Store(y + r + i, out[i], accumulate);
+      }
+      for (; r < r1; ++r) Store(y + r, DotRow1(base + r * cols, cols, x), accumulate);
+      break;
+    }
+    case DType::BF16: {
+#if HWY_TARGET == HWY_SCALAR
+      const hwy::bfloat16_t* base = static_cast<const hwy::bfloat16_t*>(w.data);
+      for (; r + 4 <= r1; r += 4) {
+        DotRows4(base + r * cols, cols, cols, x, out);
+        for (int i = 0; i < 4; ++i) Store(y + r + i, out[i], accumulate);
+      }
+      for (; r < r1; ++r) Store(y + r, DotRow1(base + r * cols, cols, x), accumulate);
+#else
+      const uint16_t* base = static_cast<const uint16_t*>(w.data);
+      for (; r + 4 <= r1; r += 4) {
+        DotRows4Bf16(base + r * cols, cols, cols, xp, x, out);
+        for (int i = 0; i < 4; ++i) Store(y + r + i, out[i], accumulate);
+      }
+      for (; r < r1; ++r) Store(y + r, DotRow1Bf16(base + r * cols, cols, xp, x), accumulate);
+#endif
+      break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- batched (batch > 1)
+
+// Converts cols [k0, k0+kc) of `rows` rows starting at r0 into dst (row stride kc), zero-filling rows
+// up to kRows so the kernel can always run a full register block.
+void PackTile(const WeightView& w, int64_t r0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  for (int64_t r = 0; r < kRows; ++r) {
+    float* o = dst + r * kc;
+    if (r >= rows) {
+      std::fill(o, o + kc, 0.0f);
+      continue;
+    }
+    const int64_t at = (r0 + r) * w.cols + k0;
+    int64_t c = 0;
+    switch (w.dtype) {
+      case DType::F32:
+        std::memcpy(o, static_cast<const float*>(w.data) + at, size_t(kc) * sizeof(float));
+        c = kc;
+        break;
+      case DType::BF16: {
+        const uint16_t* s = static_cast<const uint16_t*>(w.data) + at;
+        const hn::Rebind<uint16_t, DF> dh16;
+        for (; c + N <= kc; c += N)
+          hn::StoreU(hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(DU32(), hn::LoadU(dh16, s + c)))), d, o + c);
+        break;
+      }
+      case DType::F16: {
+        const hwy::float16_t* s = static_cast<const hwy::float16_t*>(w.data) + at;
+        for (; c + N <= kc; c += N) hn::StoreU(LoadF16AsF32(d, s + c), d, o + c);
+        break;
+      }
+    }
+    for (; c < kc; ++c) o[c] = scalar_weight(w.data, w.dtype, at + c);
+  }
+}
+
+// acc[r][b] = sum over kc of tile[r][k] * x[b][k] for kRows packed rows and NB inputs (x row stride
+// `xs`), then stored into y (row stride `ys`) for the first `rows` rows.
+template <int NB>
+HWY_INLINE void TileKernel(const float* HWY_RESTRICT tile, int64_t kc, const float* HWY_RESTRICT x, int64_t xs,
+                           float* y, int64_t ys, int64_t rows, bool accumulate) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  VF acc[kRows][NB];
+  HWY_UNROLL(4)
+  for (int r = 0; r < kRows; ++r) {
+    HWY_UNROLL(6)
+    for (int b = 0; b < NB; ++b) acc[r][b] = hn::Zero(d);
+  }
+  int64_t k = 0;
+  for (; k + N <= kc; k += N) {
+    VF wv[kRows];
+    HWY_UNROLL(4)
+    for (int r = 0; r < kRows; ++r) wv[r] = hn::LoadU(d, tile + r * kc + k);
+    HWY_UNROLL(6)
+    for (int b = 0; b < NB; ++b) {
+      const VF xv = hn::LoadU(d, x + b * xs + k);
+      HWY_UNROLL(4)
+      for (int r = 0; r < kRows; ++r) acc[r][b] = hn::MulAdd(wv[r], xv, acc[r][b]);
+    }
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0; b < NB; ++b) {
+      float s = hn::GetLane(hn::SumOfLanes(d, acc[r][b]));
+      for (int64_t j = k; j < kc; ++j) s += tile[r * kc + j] * x[b * xs + j];
+      Store(y + b * ys + r, s, accumulate);
+    }
+}
+
+template <int NB>
+void TileKernelUpTo(int nb, const float* tile, int64_t kc, const float* x, int64_t xs, float* y, int64_t ys,
+                    int64_t rows, bool accumulate) {
+  if constexpr (NB > 1) {
+    if (nb < NB) return TileKernelUpTo<NB - 1>(nb, tile, kc, x, xs, y, ys, rows, accumulate);
+  }
+  TileKernel<NB>(tile, kc, x, xs, y, ys, rows, accumulate);
+}
+
+// Rows [r0, r1) of the product with all `batch` inputs.
+void GemmRows(const WeightView& w, const float* x, int64_t batch, int64_t kc_max, int64_t r0, int64_t r1, float* y,
+              bool accumulate) {
+  thread_local std::vector<float> tile;
+  tile.resize(size_t(kRows * kc_max));
+  const int64_t cols = w.cols;
+  for (int64_t k0 = 0; k0 < cols; k0 += kc_max) {
+    const int64_t kc = std::min(kc_max, cols - k0);
+    const bool acc = accumulate || k0 > 0;
+    for (int64_t r = r0; r < r1; r += kRows) {
+      const int64_t rows = std::min(kRows, r1 - r);
+      PackTile(w, r, rows, k0, kc, tile.data());
+      for (int64_t b = 0; b < batch; b += kBatch) {
+        const int nb = int(std::min(kBatch, batch - b));
+        TileKernelUpTo<kBatch>(nb, tile.data(), kc, x + b * cols + k0, cols, y + b * w.rows + r, w.rows, rows, acc);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- entry
+
+void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, ThreadPool& pool, bool accumulate) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const int64_t blocks = (rows + kRows - 1) / kRows;
+  // Threads only pay off past ~64 KiB of weights per chunk (dispatch costs a few microseconds).
+  const int64_t block_bytes = kRows * cols * int64_t(dtype_size(w.dtype)) * std::max<int64_t>(1, batch / 4);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(64) << 10) / std::max<int64_t>(1, block_bytes));
+  if (batch == 1) {
+    const float* xp = nullptr;
+    thread_local std::vector<float> permuted;
+#if HWY_TARGET != HWY_SCALAR
+    if (w.dtype == DType::BF16) {
+      permuted.resize(size_t(cols));
+      PermuteEvenOdd(x, cols, permuted.data());
+      xp = permuted.data();
+    }
+#endif
+    pool.parallel_for(
+        blocks,
+        [&](int64_t b0, int64_t b1) {
+          GemvRows(w, x, xp, b0 * kRows, std::min(rows, b1 * kRows), y, accumulate);
+        },
+        grain);
+    return;
+  }
+  // Column block: keeps the batch x kc inputs (~512 KiB) in L2 and the packed tile in L1/L2.
+  const int64_t kc = std::clamp<int64_t>((int64_t(1) << 17) / batch / 64 * 64, 256, 2048);
+  pool.parallel_for(
+      blocks,
+      [&](int64_t b0, int64_t b1) {
+        GemmRows(w, x, batch, std::min(kc, cols), b0 * kRows, std::min(rows, b1 * kRows), y, accumulate);
+      },
+      grain);
+}
+
+}  // namespace uneven::kernels::matmul_impl::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace uneven::kernels {
+namespace matmul_impl {
+HWY_EXPORT(Matmul);
+}
+
+void matmul(const WeightView& w, const float* x, int64_t batch, float* y, ThreadPool& pool, bool accumulate) {
+  if (batch <= 0 || w.rows <= 0) return;
+  if (w.cols <= 0) {  // empty contraction: the product is zero
+    if (!accumulate) std::fill(y, y + batch * w.rows, 0.0f);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(matmul_impl::Matmul)(w, x, batch, y, pool, accumulate);
+}
+
+}  // namespace uneven::kernels
+#endif  // HWY_ONCE
