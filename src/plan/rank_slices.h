@@ -28,7 +28,8 @@ struct LayerSlices {
   // MoE: intermediate columns of each routed expert (index = expert) and of the shared expert.
   std::vector<Range> expert_cols;
   Range shared_expert_cols;
-  // Gated DeltaNet: value heads computed here and the key heads they use.
+  // Gated DeltaNet: value heads computed here and the key heads they use (value head v uses key head
+  // v / (value heads / key heads); a key head may be held by several ranks, like a KV head).
   Range linear_v_heads;
   Range linear_k_heads;
 };
@@ -55,7 +56,15 @@ struct RankSlices {
   std::vector<Range> output_rows_by_rank;
 };
 
-// Everything on one rank: the plan of a single-node run.
+// Everything on one rank: the plan of a single-node run (equal to rank_slices of a one-node plan). Fields a
+// layer does not have are empty: q/kv heads on linear-attention layers, linear heads on full-attention
+// layers, mlp_cols on MoE layers, experts on dense layers.
 RankSlices single_rank_slices(const ModelConfig& config);
+
+struct Plan;
+// What rank `rank` holds under `plan` (src/plan/plan.h). A rank may hold an empty range of a dimension in
+// some layers (a small share spread over many layers); it then holds none of that layer's tensors of that
+// dimension and adds zeros to the all-reduce.
+RankSlices rank_slices(const Plan& plan, const ModelConfig& config, int rank);
 
 }  // namespace uneven
