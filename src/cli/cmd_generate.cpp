@@ -56,6 +56,7 @@ int run_generate(const GenerateOptions& opt) {
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %zu tokens, %.1f tok/s | finish: %s\n",
                  r.prompt_ids.size(), r.prompt_tokens_per_second(), r.generated_ids.size(), r.decode_tokens_per_second(),
                  r.finish_reason.c_str());

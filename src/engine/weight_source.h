@@ -15,6 +15,7 @@ class WeightSource {
   // Rows [begin, end) of the outermost dimension / columns [begin, end) of a 2-D tensor.
   virtual TensorBytes read_rows(const TensorInfo& t, int64_t begin, int64_t end) const = 0;
   virtual TensorBytes read_cols(const TensorInfo& t, int64_t begin, int64_t end) const = 0;
+  TensorBytes read_all(const TensorInfo& t) const { return read_rows(t, 0, t.rows()); }
   // Bytes of tensor data read so far (files) or generated (random).
   virtual uint64_t bytes_touched() const = 0;
   virtual std::string describe() const = 0;
