@@ -188,7 +188,8 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string
   if (type == "Strip") {
     auto count = [&](const char* key) {
       auto it = j.find(key);
-      if (it == j.end() || !it->is_number_unsigned()) fail("{}: '{}' must be a non-negative integer", where, key);
+      if (it == j.end() || !it->is_number_integer() || it->get<int64_t>() < 0)
+        fail("{}: '{}' must be a non-negative integer", where, key);
       return it->get<size_t>();
     };
     return std::make_unique<StripDecoder>(json_get::string(j, "content", " ", where), count("start"), count("stop"));

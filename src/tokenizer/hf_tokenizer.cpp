@@ -53,6 +53,24 @@ std::string config_token(const nlohmann::json& config, const char* key) {
   return {};
 }
 
+// The BOS a TemplateProcessing post-processor puts first (inside a Sequence too), or -1.
+TokenId template_bos(const nlohmann::json& post) {
+  if (!post.is_object()) return -1;
+  if (post.value("type", "") == "Sequence" && post.contains("processors")) {
+    for (const auto& p : post["processors"])
+      if (TokenId id = template_bos(p); id >= 0) return id;
+    return -1;
+  }
+  if (post.value("type", "") != "TemplateProcessing" || !post.contains("single") || !post["single"].is_array() ||
+      post["single"].empty() || !post["single"][0].contains("SpecialToken"))
+    return -1;
+  const auto& name = post["single"][0]["SpecialToken"].value("id", "");
+  const auto& specials = post.value("special_tokens", nlohmann::json::object());
+  if (!specials.contains(name) || !specials[name].contains("ids") || specials[name]["ids"].size() != 1) return -1;
+  const auto& id = specials[name]["ids"][0];
+  return id.is_number_integer() ? id.get<TokenId>() : -1;
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> tokenizer_from_hf_json(const nlohmann::json& tj, const nlohmann::json& config,
@@ -113,9 +131,12 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(const nlohmann::json& tj, cons
     return parts.model->find(content);
   };
   parts.bos = lookup(config_token(config, "bos_token"));
+  if (parts.bos < 0) parts.bos = template_bos(tj.value("post_processor", nlohmann::json()));
   if (TokenId eos = lookup(config_token(config, "eos_token")); eos >= 0) parts.eos.push_back(eos);
   // transformers' Llama-family tokenizers rebuild the post-processor from add_bos_token; honour a true.
-  parts.force_bos = config.is_object() && json_get::boolean(config, "add_bos_token", false, source) && parts.bos >= 0;
+  parts.force_bos =
+      config.is_object() && json_get::boolean(config, "add_bos_token", false, source + " (tokenizer_config.json)") &&
+      parts.bos >= 0;
   return make_bpe_tokenizer(std::move(parts));
 }
 
