@@ -18,6 +18,19 @@ namespace {
 
 const std::string kSpaceMark = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK
 
+// The byte of a "<0xXX>" piece, or -1. Files without token types mark byte pieces only by this form.
+int byte_token_value(const std::string& t) {
+  if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
+  int v = 0;
+  for (int i = 3; i < 5; ++i) {
+    const char c = t[size_t(i)];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
 class SpmTokenizer : public Tokenizer {
  public:
   explicit SpmTokenizer(SpmVocab v) : v_(std::move(v)) {
@@ -86,9 +99,8 @@ class SpmTokenizer : public Tokenizer {
   std::string token_bytes(TokenId id) const override {
     if (id < 0 || size_t(id) >= v_.tokens.size()) return {};
     const std::string& t = v_.tokens[size_t(id)];
-    if (v_.types[size_t(id)] == GgufTokenType::Byte && t.size() == 6 && t.compare(0, 3, "<0x") == 0) {
-      return std::string(1, char(std::stoi(t.substr(3, 2), nullptr, 16)));
-    }
+    if (v_.types[size_t(id)] == GgufTokenType::Byte || v_.types[size_t(id)] == GgufTokenType::Normal)
+      if (int byte = byte_token_value(t); byte >= 0) return std::string(1, char(byte));
     std::string out;
     for (size_t p = 0; p < t.size();) {
       if (t.compare(p, kSpaceMark.size(), kSpaceMark) == 0) {

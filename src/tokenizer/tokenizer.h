@@ -16,8 +16,10 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Encodes text. `add_special` prepends BOS where the tokenizer's config says so (llama: yes; qwen: no).
   // Special tokens written in the text (e.g. "<|im_start|>") are recognised as single tokens.
+  // Invalid UTF-8 never throws: each ill-formed byte run is encoded as U+FFFD. Thread-safe.
   virtual std::vector<TokenId> encode(std::string_view text, bool add_special = true) const = 0;
-  // Decodes ids to text; special tokens are kept (skip_special=false) or dropped.
+  // Decodes ids to text; special tokens are kept (skip_special=false) or dropped. Ids outside the
+  // vocabulary are dropped; bytes that do not form UTF-8 become U+FFFD.
   virtual std::string decode(const std::vector<TokenId>& ids, bool skip_special = false) const = 0;
   // The raw bytes one token stands for (byte-level decoded), used by StreamDecoder.
   virtual std::string token_bytes(TokenId id) const = 0;
