@@ -2,10 +2,12 @@
 //
 // It is the yardstick for matmul at batch 1, which cannot read weights faster than this. The buffer is
 // written first by the same threads that later read it (so pages are mapped, and on NUMA machines
-// placed near their readers), and each repeat splits it the same way across the pool.
+// placed near their readers). It is read in 16 MiB segments (still far larger than a core's L2), each
+// split across the pool the same way in every repeat.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <vector>
 
 #include "compute/kernels.h"
 
@@ -52,28 +54,34 @@ HWY_EXPORT(SumFloats);
 }
 
 double measure_read_bandwidth(ThreadPool& pool, size_t buffer_bytes, int repeats) {
-  constexpr int64_t kAlign = 4096 / sizeof(float);  // chunk boundaries on page boundaries
-  const int64_t n = std::max<int64_t>(kAlign, int64_t(buffer_bytes / sizeof(float)) / kAlign * kAlign);
-  const int64_t pages = n / kAlign;
+  constexpr int64_t kPage = 4096 / sizeof(float);                    // chunks start on page boundaries
+  constexpr int64_t kSegment = (int64_t(16) << 20) / sizeof(float);  // 16 MiB, timed on its own
+  const int64_t n = std::max<int64_t>(kPage, int64_t(buffer_bytes / sizeof(float)) / kPage * kPage);
   hwy::AlignedFreeUniquePtr<float[]> buf = hwy::AllocateAligned<float>(size_t(n));
   float* p = buf.get();
-  pool.parallel_for(pages, [&](int64_t b, int64_t e) { std::fill(p + b * kAlign, p + e * kAlign, 1.0f); });
+  pool.parallel_for(n / kPage, [&](int64_t b, int64_t e) { std::fill(p + b * kPage, p + e * kPage, 1.0f); });
 
+  // Each segment is timed separately and keeps its best time over the repeats, so a thread being
+  // descheduled (other processes on the machine) spoils one segment's sample, not the whole figure.
   auto sum_fn = HWY_DYNAMIC_DISPATCH(bandwidth_impl::SumFloats);
   std::atomic<double> sink{0.0};  // keeps the sums observable so the reads cannot be elided
-  double best = 0.0;
+  std::vector<double> best(size_t((n + kSegment - 1) / kSegment), 1e30);
   for (int rep = 0; rep < std::max(1, repeats); ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(pages, [&](int64_t b, int64_t e) {
-      const float s = sum_fn(p + b * kAlign, (e - b) * kAlign);
-      double cur = sink.load(std::memory_order_relaxed);
-      while (!sink.compare_exchange_weak(cur, cur + s, std::memory_order_relaxed)) {
-      }
-    });
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, double(n) * sizeof(float) / dt);
+    for (size_t seg = 0; seg < best.size(); ++seg) {
+      const int64_t begin = int64_t(seg) * kSegment, len = std::min(kSegment, n - begin);
+      const auto t0 = std::chrono::steady_clock::now();
+      pool.parallel_for(len / kPage, [&](int64_t b, int64_t e) {
+        const float s = sum_fn(p + begin + b * kPage, (e - b) * kPage);
+        double cur = sink.load(std::memory_order_relaxed);
+        while (!sink.compare_exchange_weak(cur, cur + s, std::memory_order_relaxed)) {
+        }
+      });
+      best[seg] = std::min(best[seg], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
-  return best;
+  double total = 0.0;
+  for (double t : best) total += t;
+  return double(n) * sizeof(float) / total;
 }
 
 }  // namespace uneven::kernels

@@ -15,6 +15,7 @@
 // Summation order differs from a sequential scalar sum (several vector accumulators, column
 // blocking), so results agree with a double-precision reference to ~1e-6 relative to sum |w x|.
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <cstring>
 #include <vector>
@@ -341,38 +342,47 @@ void GemmRows(const WeightView& w, const float* x, int64_t batch, int64_t kc_max
 
 // ---------------------------------------------------------------- entry
 
+// Runs body(r0, r1) over [0, rows) in pieces of `piece` rows claimed dynamically by the pool's threads.
+// Dynamic claiming (rather than one fixed band per thread) keeps all threads busy to the end when one
+// of them is slowed (descheduled, or sharing a core), which on a shared machine is the common case.
+template <class Body>
+void ForRowPieces(ThreadPool& pool, int64_t rows, int64_t piece, const Body& body) {
+  const int64_t pieces = (rows + piece - 1) / piece;
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(std::min<int64_t>(pieces, pool.size()), [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t r0 = next.fetch_add(piece, std::memory_order_relaxed);
+      if (r0 >= rows) return;
+      body(r0, std::min(rows, r0 + piece));
+    }
+  });
+}
+
 void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, ThreadPool& pool, bool accumulate) {
   const int64_t rows = w.rows, cols = w.cols;
-  const int64_t blocks = (rows + kRows - 1) / kRows;
-  // Threads only pay off past ~64 KiB of weights per chunk (dispatch costs a few microseconds).
-  const int64_t block_bytes = kRows * cols * int64_t(dtype_size(w.dtype)) * std::max<int64_t>(1, batch / 4);
-  const int64_t grain = std::max<int64_t>(1, (int64_t(64) << 10) / std::max<int64_t>(1, block_bytes));
+  const int64_t row_bytes = cols * int64_t(dtype_size(w.dtype));
   if (batch == 1) {
     const float* xp = nullptr;
-    thread_local std::vector<float> permuted;
 #if HWY_TARGET != HWY_SCALAR
+    thread_local std::vector<float> permuted;
     if (w.dtype == DType::BF16) {
       permuted.resize(size_t(cols));
       PermuteEvenOdd(x, cols, permuted.data());
       xp = permuted.data();
     }
 #endif
-    pool.parallel_for(
-        blocks,
-        [&](int64_t b0, int64_t b1) {
-          GemvRows(w, x, xp, b0 * kRows, std::min(rows, b1 * kRows), y, accumulate);
-        },
-        grain);
+    // ~64 KiB of weights per piece: long enough runs for the prefetchers and to amortise the claim,
+    // short enough to balance threads (a 2048x2048 BF16 matrix is 128 pieces).
+    const int64_t piece = std::max<int64_t>(1, (int64_t(64) << 10) / row_bytes / kRows) * kRows;
+    ForRowPieces(pool, rows, piece, [&](int64_t r0, int64_t r1) { GemvRows(w, x, xp, r0, r1, y, accumulate); });
     return;
   }
-  // Column block: keeps the batch x kc inputs (~512 KiB) in L2 and the packed tile in L1/L2.
-  const int64_t kc = std::clamp<int64_t>((int64_t(1) << 17) / batch / 64 * 64, 256, 2048);
-  pool.parallel_for(
-      blocks,
-      [&](int64_t b0, int64_t b1) {
-        GemmRows(w, x, batch, std::min(kc, cols), b0 * kRows, std::min(rows, b1 * kRows), y, accumulate);
-      },
-      grain);
+  // Column block: keeps the batch x kc inputs (<= 512 KiB) in L2 and the packed tile in L1/L2.
+  const int64_t kc = std::min(cols, std::clamp<int64_t>((int64_t(1) << 17) / batch / 64 * 64, 256, 2048));
+  // Each piece re-reads its inputs from L2 once per column block, so pieces are larger here.
+  const int64_t piece = std::max<int64_t>(1, (int64_t(256) << 10) / row_bytes / kRows) * kRows;
+  ForRowPieces(pool, rows, piece,
+               [&](int64_t r0, int64_t r1) { GemmRows(w, x, batch, kc, r0, r1, y, accumulate); });
 }
 
 }  // namespace uneven::kernels::matmul_impl::HWY_NAMESPACE

@@ -66,7 +66,8 @@ uint64_t Session::kv_cache_bytes() const {
 }
 
 void Session::all_reduce(float* data, int64_t n) {
-  if (comm_.size() == 1) return;
+  // Pipeline stages hold whole layers: their partial sums are already complete.
+  if (comm_.size() == 1 || !model_.slices().stage_layers.empty()) return;
   double t0 = now_s();
   comm_.all_reduce_sum(data, n);
   times_.comm_s += now_s() - t0;
