@@ -94,7 +94,7 @@ FIXTURES = [
         name="llama3_scaled",
         arch="llama",
         tokenizer="llama",
-        hidden=128, layers=2, heads=8, kv_heads=2, head_dim=16, intermediate=344,
+        hidden=128, layers=3, heads=8, kv_heads=2, head_dim=16, intermediate=344,
         tied=False, eps=1e-5, max_pos=512,
         # original_max_position_embeddings 64 makes wavelengths 16..64 smoothed and > 64 divided by 8, so at
         # head_dim 16 and theta 500000 all three llama3 regimes occur.
@@ -118,7 +118,7 @@ FIXTURES = [
         name="qwen2",
         arch="qwen2",
         tokenizer="qwen",
-        hidden=128, layers=2, heads=8, kv_heads=2, head_dim=16, intermediate=384,
+        hidden=128, layers=3, heads=8, kv_heads=2, head_dim=16, intermediate=384,
         tied=False, eps=1e-6, max_pos=512,
         rope=dict(rope_type="default", rope_theta=1000000.0),
         config_style="5.x", shard=None, bf16=True,
@@ -129,7 +129,7 @@ FIXTURES = [
         arch="qwen3",
         tokenizer="qwen",
         # head_dim 32 while hidden/heads = 16: q_proj is 128 -> 256, o_proj 256 -> 128.
-        hidden=128, layers=2, heads=8, kv_heads=2, head_dim=32, intermediate=320,
+        hidden=128, layers=3, heads=8, kv_heads=2, head_dim=32, intermediate=320,
         tied=True, eps=1e-6, max_pos=512,
         rope=dict(rope_type="default", rope_theta=1000000.0),
         config_style="5.x", shard=None, bf16=False,

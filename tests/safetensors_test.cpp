@@ -99,10 +99,10 @@ TEST(Safetensors, UnalignedDataIsCopiedSoElementsStayAligned) {
 TEST(Safetensors, OpensFilesWrittenByTransformers) {
   const std::string root = std::string(UNEVEN_SOURCE_DIR) + "/tests/data/hf/";
   TensorFiles f32 = TensorFiles::open_safetensors_dir(root + "qwen2");
-  EXPECT_EQ(f32.tensors().size(), 27u);
+  EXPECT_EQ(f32.tensors().size(), 39u);  // 3 layers x 12 + embedding, final norm, head
   const TensorInfo& embed = f32.get("model.embed_tokens.weight", {513, 128});
   EXPECT_EQ(embed.dtype, DType::F32);
-  EXPECT_EQ(embed.offset, 8u + 2808u + 262656u);  // header length 2808; data_offsets start at 262656
+  EXPECT_EQ(embed.offset, 8u + 4064u + 262656u);  // header length 4064; data_offsets start at 262656
   EXPECT_EQ(f32.get("model.layers.0.self_attn.q_proj.bias").shape, (std::vector<int64_t>{128}));
 
   TensorFiles bf16 = TensorFiles::open_safetensors_dir(root + "qwen2_bf16");
