@@ -1,10 +1,129 @@
-// Placeholder for the `plan` subcommand until its implementation lands (replaced in this session).
+// `uneven plan`: reads a model's config and the nodes, prints the split table and the chosen mode, writes JSON.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
 #include "cli/commands.h"
+#include "model/config.h"
+#include "model/tensor_file.h"
+#include "plan/plan.h"
+#include "plan/report.h"
 #include "util/error.h"
 
 namespace uneven::cli {
-Action register_plan(CLI::App& app) {
-  app.add_subcommand("plan", "(not yet available)");
-  return [] () -> int { fail("the plan subcommand is not built yet"); };
+namespace {
+
+struct PlanOptions {
+  std::string model_path, config_path, nodes, bandwidth, dtype, quant, kv_dtype = "f32", reserve = "1G", mode = "auto",
+      split, json_path;
+  int64_t context = 0, batch = 1, kernel_width = 32;
+};
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) items.push_back(item);
+  if (!text.empty() && text.back() == ',') items.push_back("");
+  return items;
 }
+
+double parse_number(const std::string& text, const char* what) {
+  try {
+    size_t used = 0;
+    double v = std::stod(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  fail("{} '{}' is not a number", what, text);
+}
+
+ModelConfig read_config(const PlanOptions& o) {
+  if (!o.config_path.empty()) return load_hf_config(o.config_path);
+  namespace fs = std::filesystem;
+  const fs::path path(o.model_path);
+  if (fs::is_directory(path)) return load_hf_config((path / "config.json").string());
+  if (path.extension() == ".gguf") {
+    TensorFiles files = TensorFiles::open_gguf(o.model_path);  // headers and metadata only
+    return config_from_gguf_metadata(files.metadata(), o.model_path);
+  }
+  return load_hf_config(o.model_path);
+}
+
+PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
+  PlanRequest r;
+  const std::vector<std::string> sizes = split_list(o.nodes);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    r.nodes.push_back({fmt::format("node{}", i), parse_size(sizes[i]), 0.0});
+  if (!o.bandwidth.empty()) {
+    const std::vector<std::string> bw = split_list(o.bandwidth);
+    if (bw.size() != r.nodes.size()) fail("--bandwidth has {} values but --nodes has {}", bw.size(), r.nodes.size());
+    for (size_t i = 0; i < bw.size(); ++i) {
+      r.nodes[i].bandwidth = parse_number(bw[i], "--bandwidth value");
+      if (r.nodes[i].bandwidth <= 0) fail("--bandwidth value {} for node{} must be positive (GB/s)", bw[i], i);
+    }
+  }
+  if (!o.quant.empty()) r.cost.weights = parse_quant(o.quant);
+  else if (!o.dtype.empty()) r.cost.weights = parse_dtype(o.dtype);
+  else r.cost.weights = parse_dtype(c.torch_dtype == "float32" ? "f32" : c.torch_dtype == "float16" ? "f16" : "bf16");
+  if (o.kv_dtype == "f32") r.cost.kv_bytes = 4;
+  else if (o.kv_dtype == "f16" || o.kv_dtype == "bf16") r.cost.kv_bytes = 2;
+  else if (o.kv_dtype == "q8") r.cost.kv_bytes = 1;
+  else fail("--kv-dtype '{}' is not one of f32, f16, bf16, q8", o.kv_dtype);
+  r.cost.context = o.context > 0 ? o.context : std::min<int64_t>(c.max_position, 4096);
+  r.cost.batch = o.batch;
+  r.reserve = parse_size(o.reserve);
+  r.mode = parse_mode(o.mode);
+  r.kernel_width = o.kernel_width;
+  if (!o.split.empty())
+    for (const std::string& s : split_list(o.split)) r.split.push_back(parse_number(s, "--split share"));
+  return r;
+}
+
+}  // namespace
+
+Action register_plan(CLI::App& app) {
+  auto o = std::make_shared<PlanOptions>();
+  CLI::App* cmd = app.add_subcommand("plan", "split a model across nodes of uneven memory and speed");
+  auto* model = cmd->add_option("--model,-m", o->model_path, "Hugging Face directory (config.json) or .gguf file");
+  auto* config = cmd->add_option("--config", o->config_path, "a config.json");
+  model->excludes(config);
+  cmd->add_option("--nodes", o->nodes, "usable memory per node, e.g. 128G,48G")->required();
+  cmd->add_option("--bandwidth", o->bandwidth, "memory bandwidth per node in GB/s, e.g. 546,273");
+  cmd->add_option("--context,-c", o->context, "context length to reserve KV cache for (default: min(model limit, 4096))")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "sequences decoded together (default 1)")->check(CLI::PositiveNumber);
+  auto* dtype = cmd->add_option("--dtype", o->dtype, "weight dtype: bf16, f16, f32 (default: the config's)");
+  auto* quant = cmd->add_option("--quant", o->quant, "quantized weights BITS:GROUP[:SCALE_BYTES], e.g. 8:64");
+  dtype->excludes(quant);
+  cmd->add_option("--kv-dtype", o->kv_dtype, "KV-cache element type: f32 (the engine's), f16, bf16, q8");
+  cmd->add_option("--reserve", o->reserve, "memory kept free per node for activations and runtime (default 1G)");
+  cmd->add_option("--mode", o->mode, "auto, tensor, pipeline, equal or single");
+  cmd->add_option("--split", o->split, "explicit target shares, e.g. 5,2,1 (rounded to legal units, checked against memory)");
+  cmd->add_option("--kernel-width", o->kernel_width, "rows per matmul tile; column blocks are lcm(group, this)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--json", o->json_path, "write the plan as JSON to this file ('-' for standard output)");
+  return [o]() -> int {
+    if (o->model_path.empty() && o->config_path.empty()) fail("plan needs --model PATH or --config config.json");
+    ModelConfig c = read_config(*o);
+    Plan plan = make_plan(c, build_request(*o, c));
+    if (o->json_path == "-") {
+      std::fputs(plan_to_json_text(plan).c_str(), stdout);
+      return 0;
+    }
+    std::fputs(plan_report(plan, c).c_str(), stdout);
+    if (!o->json_path.empty()) {
+      std::ofstream out(o->json_path);
+      if (!out) fail("{}: cannot open for writing", o->json_path);
+      out << plan_to_json_text(plan);
+      if (!out.flush()) fail("{}: write failed", o->json_path);
+      std::printf("plan written to %s\n", o->json_path.c_str());
+    }
+    return 0;
+  };
+}
+
 }  // namespace uneven::cli

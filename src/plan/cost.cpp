@@ -112,7 +112,7 @@ Usage rank_usage(const ModelConfig& c, const RankSlices& s, const CostModel& cos
       vec(conv_channels * kernel);                // conv1d
       vec(nv);                                    // dt_bias
       vec(nv);                                    // A_log
-      if (nv > 0) vec(dv);                        // gated RMSNorm over each value head
+      vec(dv);                                    // gated RMSNorm over each value head (replicated)
       matrix(h, nv * dv, 1.0);                    // out_proj: columns by value head
       uint64_t st = uint64_t(nv * dk * dv + conv_channels * std::max<int64_t>(kernel - 1, 0)) * 4u * uint64_t(cost.batch);
       u.state += st;

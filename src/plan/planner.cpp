@@ -268,8 +268,8 @@ Outcome single_attempt(const Ctx& x) {
   return o;
 }
 
-// Pipeline: contiguous layers per node, sized by water-filling on memory and speed, then repaired layer by
-// layer until every stage fits. The first stage holds the embedding, the last the final norm and head.
+// Pipeline: contiguous layers per node, sized by water-filling on memory and speed, rounded to whole layers
+// within what each stage can hold. The first stage holds the embedding, the last the final norm and head.
 Outcome pipeline_attempt(const Ctx& x, std::vector<double> fixed_targets) {
   const ModelConfig& c = x.c;
   const size_t n = x.req.nodes.size();
@@ -315,21 +315,39 @@ Outcome pipeline_attempt(const Ctx& x, std::vector<double> fixed_targets) {
                                        gib(total_mem), gib(usable), gib(total_mem - usable)), 0.0};
       t = water_fill(fill, total_read);
     }
-    // Stage ends at the layer where the running memory comes closest to the running target.
-    std::vector<int64_t> ends_at;
+    // Each stage ends where the running memory comes closest to the running target, within what the stage
+    // can hold and leaving no more than the later stages can hold.
     std::vector<size_t> ranked;
-    double target_cum = 0, cum = emb_mem;
-    int64_t at = 0;
     for (size_t i = 0; i < n; ++i)
       if (t[i] > 0) ranked.push_back(i);
-    for (size_t k = 0; k < ranked.size(); ++k) {
+    const size_t m = ranked.size();
+    std::vector<double> cap(m);  // bytes each stage can give to layers (after reserve, embedding, head)
+    for (size_t k = 0; k < m; ++k)
+      cap[k] = double(x.req.nodes[ranked[k]].memory) - double(x.req.reserve) - (k == 0 ? emb_mem : 0.0) -
+               (k + 1 == m ? double(out_usage.total()) : 0.0);
+    std::vector<double> prefix(size_t(L) + 1, 0.0);  // memory of layers [0, l)
+    for (int64_t l = 0; l < L; ++l) prefix[size_t(l) + 1] = prefix[size_t(l)] + layer_mem[size_t(l)];
+    std::vector<int64_t> ends_at;
+    double target_cum = 0;
+    int64_t begin = 0;
+    for (size_t k = 0; k < m; ++k) {
       target_cum += t[ranked[k]] * total_mem;
-      if (k + 1 == ranked.size()) {
-        at = L;
-      } else {
-        while (at < L && std::fabs(cum + layer_mem[size_t(at)] - target_cum) <= std::fabs(cum - target_cum)) cum += layer_mem[size_t(at++)];
+      double later = 0;
+      for (size_t j = k + 1; j < m; ++j) later += std::max(0.0, cap[j]);
+      int64_t lo = begin, hi = begin;  // feasible ends: lo..hi
+      while (hi < L && prefix[size_t(hi) + 1] - prefix[size_t(begin)] <= cap[k]) ++hi;
+      while (lo < L && prefix[size_t(L)] - prefix[size_t(lo)] > later) ++lo;
+      if (k + 1 == m) lo = L;
+      if (lo > hi) {
+        const NodeSpec& node = x.req.nodes[ranked[k]];
+        return {false, {}, fmt::format("no whole-layer boundary fits: {} would need layers {}-{} ({}) with room for {}", node.name, begin,
+                                       lo - 1, gib(prefix[size_t(lo)] - prefix[size_t(begin)]), gib(std::max(0.0, cap[k]))), 0.0};
       }
-      ends_at.push_back(at);
+      int64_t best = lo;
+      for (int64_t e = lo; e <= hi; ++e)
+        if (std::fabs(emb_mem + prefix[size_t(e)] - target_cum) < std::fabs(emb_mem + prefix[size_t(best)] - target_cum)) best = e;
+      ends_at.push_back(best);
+      begin = best;
     }
     // A stage without layers: its node is left out (or, with explicit shares, the request is impossible).
     bool dropped = false;
@@ -368,24 +386,6 @@ Outcome pipeline_attempt(const Ctx& x, std::vector<double> fixed_targets) {
     };
     set_stages();
     o.time = fill_usage(x, p);
-    // Repair: move a boundary layer from an over-budget stage to the neighbour with the most room. Each move
-    // lowers the total excess, so this ends.
-    for (int64_t moves = 0; moves < 4 * L * int64_t(ranked.size()); ++moves) {
-      const NodePlan* over = first_over_budget(p);
-      if (!over) break;
-      const size_t k = size_t(over->rank);
-      const Range r = p.stages[k].layers;
-      auto room = [&](size_t s) { const NodePlan& np = p.node_of_rank(int(s)); return double(np.spec.memory) - double(np.usage.total()); };
-      double best = -1;
-      int dir = 0;
-      if (r.size() > 1 && k > 0 && room(k - 1) - layer_mem[size_t(r.begin)] >= 0 && room(k - 1) > best) best = room(k - 1), dir = -1;
-      if (r.size() > 1 && k + 1 < ranked.size() && room(k + 1) - layer_mem[size_t(r.end - 1)] >= 0 && room(k + 1) > best) dir = +1;
-      if (dir == 0) return {false, {}, fmt::format("stage {} (layers {}-{}): {}", k, r.begin, r.end - 1, usage_text(*over)), 0.0};
-      if (dir < 0) ++ends_at[k - 1];
-      else --ends_at[k];
-      set_stages();
-      o.time = fill_usage(x, p);
-    }
     if (const NodePlan* over = first_over_budget(p)) return {false, {}, usage_text(*over), 0.0};
     o.ok = true;
     o.plan = std::move(p);
