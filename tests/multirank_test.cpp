@@ -2,7 +2,6 @@
 // generates the same greedy tokens as one rank, with logits within 1e-4, for every model we ship.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,31 +10,22 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli_run.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 const fs::path kSource = UNEVEN_SOURCE_DIR;
 
-struct Output {
-  int exit_code = -1;
-  std::string text;  // stdout and stderr
-  nlohmann::json json;
+struct Output : uneven::testing::CliOutput {
   std::vector<float> logits;
 };
 
+// Runs the UNEVEN_BINARY executable, collecting the logits each sampled token came from.
 Output run(const std::string& args) {
   const fs::path logits = fs::temp_directory_path() / ("uneven_mr_" + std::to_string(::getpid()) + ".f32");
-  std::string cmd = std::string(UNEVEN_BINARY) + " " + args + " --logits-out " + logits.string() + " 2>&1";
   Output out;
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.text.append(buf, n);
-  int status = ::pclose(p);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  // The JSON object is the last line that starts with '{'.
-  size_t at = out.text.rfind("\n{");
-  std::string line = out.text.substr(at == std::string::npos ? 0 : at + 1);
-  out.json = nlohmann::json::parse(line, nullptr, false);
+  static_cast<uneven::testing::CliOutput&>(out) = uneven::testing::run_uneven(args + " --logits-out " + logits.string());
   std::ifstream in(logits, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   out.logits.resize(bytes.size() / sizeof(float));
@@ -49,8 +39,8 @@ void expect_equivalent(const std::string& model_args, const std::string& what) {
   Output single = run("generate " + model_args);
   ASSERT_EQ(single.exit_code, 0) << single.text;
   ASSERT_GE(single.json["generated_ids"].size(), 32u) << single.text;
-  for (const std::string& split : {"--ranks 2 --split 3,1", "--ranks 3 --split 5,2,1"})
-    for (const std::string& mode : {"tensor", "pipeline"}) {
+  for (const std::string split : {"--ranks 2 --split 3,1", "--ranks 3 --split 5,2,1"})
+    for (const std::string mode : {"tensor", "pipeline"}) {
       Output multi = run("generate " + model_args + " " + split + " --mode " + mode);
       SCOPED_TRACE(split + " --mode " + mode);
       ASSERT_EQ(multi.exit_code, 0) << multi.text;

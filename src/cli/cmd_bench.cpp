@@ -86,6 +86,7 @@ int run_bench(const BenchOptions& opt) {
                                                                       : run.setup.planned_weight_bytes[size_t(comm.rank())]},
       {"resident_weight_bytes", run.resident_weight_bytes},
       {"file_bytes_read", run.file_bytes_read},
+      {"os_file_bytes_loaded", run.os_file_bytes_loaded},
       {"decode_weight_bytes_per_token", bytes_per_token},
       {"compute_ms_per_token", per_token_compute * 1e3},
       {"comm_ms_per_token", per_token_comm * 1e3},

@@ -2,6 +2,7 @@
 #include "cli/run_setup.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/launcher.h"
 #include "runtime/node_info.h"
@@ -41,6 +42,7 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
     run.setup = setup_cluster(*run.comm, open_error.empty() ? &run.files : nullptr, open_error, cluster);
   }
   const uint64_t resident_before = resident_memory_bytes();
+  const uint64_t read_before = process_read_bytes(), mapped_before = resident_file_bytes();
   run.model = std::make_unique<Model>(run.files.config, run.setup.slices, *run.files.weights,
                                       leader ? terminal_progress("loading") : LoadProgress{});
   // Mapped weights become resident when first read: touch every page once so the figure is honest.
@@ -48,6 +50,9 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
   const uint64_t resident_after = resident_memory_bytes();
   run.resident_weight_bytes = resident_after > resident_before ? resident_after - resident_before : 0;
   run.file_bytes_read = run.files.tensors ? run.files.tensors->data_bytes_touched() : 0;
+  // The kernel's count of the same thing, independent of the loader's bookkeeping: bytes read with
+  // pread plus pages of mapped files touched while loading (every page of a mapping is touched above).
+  run.os_file_bytes_loaded = (process_read_bytes() - read_before) + (resident_file_bytes() - mapped_before);
   return run;
 }
 
@@ -58,6 +63,14 @@ int run_distributed(const DistributedOptions& dist, const std::function<int()>& 
   }
   try {
     return body();
+  } catch (const AgreedError& e) {
+    // Every rank has the same message: rank 0 reports it, and all end MPI normally.
+    if (std::getenv("OMPI_COMM_WORLD_RANK") && std::string(std::getenv("OMPI_COMM_WORLD_RANK")) == "0") {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      std::fflush(stderr);
+    }
+    finish_mpi();
+    return 1;
   } catch (const std::exception& e) {
     const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
     std::fprintf(stderr, "error: rank %s: %s\n", rank ? rank : "?", e.what());

@@ -24,6 +24,7 @@ struct Run {
   std::unique_ptr<Model> model;
   uint64_t resident_weight_bytes = 0;  // growth of the resident set while the weights were loaded
   uint64_t file_bytes_read = 0;        // tensor bytes this rank read or mapped from its model files
+  uint64_t os_file_bytes_loaded = 0;   // the kernel's count while loading: pread bytes + mapped file pages
   bool leader() const { return comm->rank() == 0; }
 };
 

@@ -52,4 +52,7 @@ namespace uneven {
 // others may be waiting in a collective, so that nothing hangs.
 [[noreturn]] void abort_mpi_job(int exit_code);
 
+// Ends MPI normally (MPI_Finalize) if it was started and not yet ended; every rank must call it.
+void finish_mpi();
+
 }  // namespace uneven

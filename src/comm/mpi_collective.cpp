@@ -2,6 +2,7 @@
 #include <mpi.h>
 
 #include <cstdlib>
+#include <exception>
 
 #include "comm/collective.h"
 #include "util/error.h"
@@ -31,8 +32,10 @@ class MpiCollective final : public Collective {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
   }
+  // While an exception unwinds, other ranks may still be inside a collective: finalizing here could wait
+  // for them forever. The error path ends MPI instead (abort_mpi_job, or finish_mpi when all ranks agree).
   ~MpiCollective() override {
-    if (owns_init_) MPI_Finalize();
+    if (owns_init_ && std::uncaught_exceptions() == 0) finish_mpi();
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -70,6 +73,13 @@ class MpiCollective final : public Collective {
 bool launched_by_mpirun() {
   return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
          std::getenv("PMIX_RANK") != nullptr;
+}
+
+void finish_mpi() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Finalize();
 }
 
 void abort_mpi_job(int exit_code) {

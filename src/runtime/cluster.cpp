@@ -118,7 +118,7 @@ RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::st
   verdict.resize(size_t(length));
   comm.broadcast(verdict.data(), length, 0);
   auto decision = nlohmann::json::parse(verdict);
-  if (decision.contains("error")) throw Error(decision["error"].get<std::string>());
+  if (decision.contains("error")) throw AgreedError(decision["error"].get<std::string>());
 
   // Every rank verifies the plan's hash and takes its own slices from it.
   RankSetup setup;
@@ -133,7 +133,8 @@ RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::st
   // Agree on success: a rank that rejects the plan stops everyone, naming itself.
   std::vector<std::string> problems = all_gather_strings(comm, problem);
   for (int r = 0; r < comm.size(); ++r)
-    if (!problems[size_t(r)].empty()) fail("rank {} rejects the plan: {}", r, problems[size_t(r)]);
+    if (!problems[size_t(r)].empty())
+      throw AgreedError(fmt::format("rank {} rejects the plan: {}", r, problems[size_t(r)]));
   return setup;
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -29,6 +30,22 @@ uint64_t resident_memory_bytes() {
   in >> size_pages >> resident_pages;
   return resident_pages * uint64_t(::sysconf(_SC_PAGESIZE));
 }
+
+namespace {
+
+// The number after `key` in a "key: value" proc file, times `unit` (0 if absent).
+uint64_t proc_field(const char* path, const std::string& key, uint64_t unit) {
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) return std::strtoull(line.c_str() + key.size(), nullptr, 10) * unit;
+  return 0;
+}
+
+}  // namespace
+
+uint64_t process_read_bytes() { return proc_field("/proc/self/io", "rchar:", 1); }
+
+uint64_t resident_file_bytes() { return proc_field("/proc/self/status", "RssFile:", 1024); }
 
 uint64_t parse_byte_size(const std::string& text) {
   size_t used = 0;

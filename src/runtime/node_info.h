@@ -14,6 +14,13 @@ uint64_t available_memory_bytes();
 // Resident set size of this process, in bytes (from /proc/self/statm).
 uint64_t resident_memory_bytes();
 
+// Bytes this process has read through read()/pread() so far (rchar of /proc/self/io; 0 if unreadable).
+uint64_t process_read_bytes();
+
+// Resident bytes of file-backed mappings (RssFile of /proc/self/status; 0 if unreadable): pages of
+// mapped files that this process has touched.
+uint64_t resident_file_bytes();
+
 // Parses sizes like "128G", "48GB", "1.5T", "512M", "1000000" (bytes); throws naming the text.
 uint64_t parse_byte_size(const std::string& text);
 // Parses a comma-separated list of sizes.

@@ -1,0 +1,34 @@
+// Test-only: runs the `uneven` executable (or mpirun) through a shell and collects its exit code and output.
+#pragma once
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace uneven::testing {
+
+struct CliOutput {
+  int exit_code = -1;
+  std::string text;      // stdout and stderr together
+  nlohmann::json json;   // the last line that starts with '{', parsed (discarded if it is not JSON)
+};
+
+// Runs `command` with `sh -c`, stderr folded into stdout.
+inline CliOutput run_shell(const std::string& command) {
+  CliOutput out;
+  std::FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.text.append(buf, n);
+  const int status = ::pclose(p);
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const size_t at = out.text.rfind("\n{");
+  out.json = nlohmann::json::parse(out.text.substr(at == std::string::npos ? 0 : at + 1), nullptr, false);
+  return out;
+}
+
+// Runs the `uneven` executable under test with these arguments.
+inline CliOutput run_uneven(const std::string& args) { return run_shell(std::string(UNEVEN_BINARY) + " " + args); }
+
+}  // namespace uneven::testing
