@@ -17,7 +17,7 @@ namespace uneven::cli {
 namespace {
 
 struct PlanOptions {
-  std::string model_path, config_path, nodes, bandwidth, dtype, quant, kv_dtype = "f32", reserve = "1G", mode = "auto",
+  std::string model_path, config_path, nodes, bandwidth, dtype, quant, kv_dtype = "f32", reserve, mode = "auto",
       split, json_path;
   int64_t context = 0, batch = 1, kernel_width = 32;
 };
@@ -75,7 +75,10 @@ PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
   else fail("--kv-dtype '{}' is not one of f32, f16, bf16, q8", o.kv_dtype);
   r.cost.context = o.context > 0 ? o.context : std::min<int64_t>(c.max_position, 4096);
   r.cost.batch = o.batch;
-  r.reserve = parse_size(o.reserve);
+  // Default reserve as the multi-rank runtime takes it (runtime/cluster_plan): 1 GiB, less on small nodes.
+  uint64_t smallest = UINT64_MAX;
+  for (const NodeSpec& n : r.nodes) smallest = std::min(smallest, n.memory);
+  r.reserve = o.reserve.empty() ? std::min<uint64_t>(uint64_t(1) << 30, smallest / 8) : parse_size(o.reserve);
   r.mode = parse_mode(o.mode);
   r.kernel_width = o.kernel_width;
   if (!o.split.empty())
@@ -100,7 +103,7 @@ Action register_plan(CLI::App& app) {
   auto* quant = cmd->add_option("--quant", o->quant, "quantized weights BITS:GROUP[:SCALE_BYTES], e.g. 8:64");
   dtype->excludes(quant);
   cmd->add_option("--kv-dtype", o->kv_dtype, "KV-cache element type: f32 (the engine's), f16, bf16, q8");
-  cmd->add_option("--reserve", o->reserve, "memory kept free per node for activations and runtime (default 1G)");
+  cmd->add_option("--reserve", o->reserve, "memory kept free per node for activations and runtime (default: 1G, or an eighth of the smallest node if less)");
   cmd->add_option("--mode", o->mode, "auto, tensor, pipeline, equal or single");
   cmd->add_option("--split", o->split, "explicit target shares, e.g. 5,2,1 (rounded to legal units, checked against memory)");
   cmd->add_option("--kernel-width", o->kernel_width, "rows per matmul tile; column blocks are lcm(group, this)")
