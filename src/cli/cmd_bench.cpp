@@ -76,6 +76,7 @@ int run_bench(const BenchOptions& opt) {
   const double per_token_compute = (session.times().compute_s - before.compute_s) / double(opt.decode_tokens);
   const double per_token_comm = (session.times().comm_s - before.comm_s) / double(opt.decode_tokens);
   const double allreduce_s = all_reduce_latency(comm, c.hidden_size);
+  const double all_reduces_per_token = double(session.times().all_reduces - before.all_reduces) / double(opt.decode_tokens);
   const double stream_gbps = opt.skip_bandwidth ? 0.0 : kernels::measure_read_bandwidth(pool) / 1e9;
   const uint64_t bytes_per_token = decode_weight_bytes(*run.model);
 
@@ -90,6 +91,10 @@ int run_bench(const BenchOptions& opt) {
       {"decode_weight_bytes_per_token", bytes_per_token},
       {"compute_ms_per_token", per_token_compute * 1e3},
       {"comm_ms_per_token", per_token_comm * 1e3},
+      // Of the communication time, what the all-reduces cost at their measured latency; the rest is
+      // waiting for slower ranks (load imbalance) and the output head's gather.
+      {"all_reduces_per_token", all_reduces_per_token},
+      {"all_reduce_ms_per_token_at_measured_latency", all_reduces_per_token * allreduce_s * 1e3},
       {"stream_read_gb_per_second", stream_gbps},
   };
   std::vector<std::string> ranks_json = all_gather_strings(comm, mine.dump());
@@ -131,11 +136,13 @@ int run_bench(const BenchOptions& opt) {
     std::printf("all-reduce   %.1f us for %lld floats (hidden size)\n", allreduce_s * 1e6, (long long)c.hidden_size);
     if (run.setup.predicted_seconds_per_token > 0)
       std::printf("plan         predicted %.2f ms/token\n", run.setup.predicted_seconds_per_token * 1e3);
-    std::printf("rank  weights(GB)  compute ms/tok  comm ms/tok  comm share\n");
+    std::printf("rank  weights(GB)  compute ms/tok  comm ms/tok  comm share  of which all-reduce transfers\n");
     for (const auto& r : out["per_rank"]) {
       double cm = r["compute_ms_per_token"], co = r["comm_ms_per_token"];
-      std::printf("%4d  %11.3f  %14.2f  %11.2f  %9.0f%%\n", r["rank"].get<int>(), r["weight_bytes"].get<double>() / 1e9, cm, co,
-                  cm + co > 0 ? 100.0 * co / (cm + co) : 0.0);
+      std::printf("%4d  %11.3f  %14.2f  %11.2f  %9.0f%%  %.2f ms (%.0f x %.1f us)\n", r["rank"].get<int>(),
+                  r["weight_bytes"].get<double>() / 1e9, cm, co, cm + co > 0 ? 100.0 * co / (cm + co) : 0.0,
+                  r["all_reduce_ms_per_token_at_measured_latency"].get<double>(), r["all_reduces_per_token"].get<double>(),
+                  allreduce_s * 1e6);
     }
   }
   return 0;

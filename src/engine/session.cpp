@@ -71,6 +71,7 @@ void Session::all_reduce(float* data, int64_t n) {
   double t0 = now_s();
   comm_.all_reduce_sum(data, n);
   times_.comm_s += now_s() - t0;
+  ++times_.all_reduces;
 }
 
 void Session::broadcast(float* data, int64_t n, int root) {

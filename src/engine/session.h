@@ -14,7 +14,8 @@ namespace uneven {
 // Time spent per forward, for the figures that benches print.
 struct ForwardTimes {
   double compute_s = 0;
-  double comm_s = 0;
+  double comm_s = 0;        // inside collectives: transfers, and waiting for slower ranks to arrive
+  int64_t all_reduces = 0;  // of hidden-size vectors per token (two per layer in tensor parallelism)
 };
 
 class Session {
