@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "plan/cost.h"
 #include "util/error.h"
 
 namespace uneven {
@@ -47,33 +48,11 @@ uint64_t process_read_bytes() { return proc_field("/proc/self/io", "rchar:", 1);
 
 uint64_t resident_file_bytes() { return proc_field("/proc/self/status", "RssFile:", 1024); }
 
-uint64_t parse_byte_size(const std::string& text) {
-  size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    fail("cannot read '{}' as a size (examples: 128G, 48GB, 512M)", text);
-  }
-  std::string unit = text.substr(used);
-  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return char(std::toupper(c)); });
-  if (unit.ends_with("IB")) unit.erase(unit.size() - 2, 1);  // GiB -> GB: sizes are binary either way
-  double scale = 0;
-  if (unit.empty() || unit == "B") scale = 1;
-  else if (unit == "K" || unit == "KB") scale = 1024.0;
-  else if (unit == "M" || unit == "MB") scale = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GB") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "T" || unit == "TB") scale = 1024.0 * 1024 * 1024 * 1024;
-  else fail("unknown unit '{}' in size '{}' (use K, M, G or T)", text.substr(used), text);
-  if (!(value > 0) || !std::isfinite(value)) fail("size '{}' must be positive", text);
-  return uint64_t(value * scale);
-}
-
 std::vector<uint64_t> parse_byte_sizes(const std::string& list) {
   std::vector<uint64_t> out;
   std::stringstream ss(list);
   std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(parse_byte_size(item));
+  while (std::getline(ss, item, ',')) out.push_back(parse_size(item));
   if (out.empty()) fail("empty list of sizes '{}'", list);
   return out;
 }
