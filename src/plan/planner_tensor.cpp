@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <numeric>
 
 #include "plan/apportion.h"
 #include "plan/planner_internal.h"
@@ -22,24 +23,36 @@ constexpr Dim kDims[] = {{"query heads", &LayerSplit::q_heads, &Alignment::q_hea
                          {"expert columns", &LayerSplit::expert_cols, &Alignment::columns},
                          {"shared-expert columns", &LayerSplit::shared_expert_cols, &Alignment::columns}};
 
-// Splits every dimension of every layer among the plan's ranks by `t` (targets of the ranked nodes). Each
-// dimension has its own carry, so each rank's total of each dimension tracks its target.
+// With at least as many KV heads (linear key heads) as ranks, query (value) heads are split in whole KV
+// groups: no KV head is then held twice, and the carry keeps each rank's total on target. With fewer, some
+// duplication is unavoidable and heads are split singly so it stays at one KV head per boundary.
+Alignment group_alignment(const Ctx& x, int64_t ranks) {
+  const ModelConfig& c = x.c;
+  Alignment a = x.align;
+  if (ranks > 1 && c.num_kv_heads >= ranks) a.q_heads = std::lcm(a.q_heads, c.num_heads / c.num_kv_heads);
+  if (ranks > 1 && c.linear_num_key_heads >= ranks)
+    a.linear_v_heads = std::lcm(a.linear_v_heads, c.linear_num_value_heads / c.linear_num_key_heads);
+  return a;
+}
+
+// Splits every dimension of every layer among the plan's ranks by `t` (targets of the ranked nodes) in units
+// of p.align. Each dimension has its own carry, so each rank's total of each dimension tracks its target.
 void split_tensor_dims(const Ctx& x, Plan& p, const std::vector<double>& t) {
   const ModelConfig& c = x.c;
   Apportioner q(t), lv(t), mlp(t), ex(t), sh(t), vocab(t);
   p.layers.assign(size_t(c.num_layers), {});
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerSplit& ls = p.layers[size_t(l)];
-    if (c.layer_types[size_t(l)] == LayerKind::FullAttention) ls.q_heads = q.split(c.num_heads, x.align.q_heads);
-    else ls.linear_v_heads = lv.split(c.linear_num_value_heads, x.align.linear_v_heads);
+    if (c.layer_types[size_t(l)] == LayerKind::FullAttention) ls.q_heads = q.split(c.num_heads, p.align.q_heads);
+    else ls.linear_v_heads = lv.split(c.linear_num_value_heads, p.align.linear_v_heads);
     if (c.is_moe_layer(l)) {
-      ls.expert_cols = ex.split(c.moe_intermediate_size, x.align.columns);
-      if (c.shared_expert_intermediate_size > 0) ls.shared_expert_cols = sh.split(c.shared_expert_intermediate_size, x.align.columns);
+      ls.expert_cols = ex.split(c.moe_intermediate_size, p.align.columns);
+      if (c.shared_expert_intermediate_size > 0) ls.shared_expert_cols = sh.split(c.shared_expert_intermediate_size, p.align.columns);
     } else {
-      ls.mlp_cols = mlp.split(c.intermediate_size, x.align.columns);
+      ls.mlp_cols = mlp.split(c.intermediate_size, p.align.columns);
     }
   }
-  p.embedding_rows = p.output_rows = vocab.split(c.vocab_size, x.align.vocab);
+  p.embedding_rows = p.output_rows = vocab.split(c.vocab_size, p.align.vocab);
 }
 
 int64_t held(const Plan& p, const Dim& d, size_t j) {
@@ -101,6 +114,11 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
     if (!excluded[i].empty()) left_out[i] = true, notes[i] = excluded[i];
   std::vector<double> extra(n, 0.0);  // bytes by which rounding and duplication exceeded the continuous model
   std::vector<double> margin(n, 1e-4 * x.split_mem);  // extra shrink beyond the excess (doubles per repeat)
+  // Bytes read per token beyond the continuous model (duplicated KV heads, rounding): fed back as a fixed
+  // read so the next water-filling gives such a node less of the rest. A few rounds; the fastest plan wins.
+  std::vector<double> extra_read(n, 0.0);
+  int refinements = 4;
+  Outcome best;
   std::vector<double> budget(n);
   for (size_t i = 0; i < n; ++i)
     budget[i] = double(x.req.nodes[i].memory) - double(x.req.reserve) - double(x.fixed.total());
@@ -119,12 +137,13 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
       int used = 0;
       for (size_t i = 0; i < n; ++i) {
         if (left_out[i]) continue;
-        fill[i] = {std::max(0.0, (budget[i] - extra[i]) / x.split_mem), x.fixed.read, x.bandwidth[i]};
+        fill[i] = {std::max(0.0, (budget[i] - extra[i]) / x.split_mem), x.fixed.read + extra_read[i], x.bandwidth[i]};
         caps += fill[i].cap;
         usable += double(x.req.nodes[i].memory);
         ++used;
       }
       if (caps < 1.0) {
+        if (best.ok) return best;
         double need = x.split_mem + used * (double(x.fixed.total()) + double(x.req.reserve));
         for (size_t i = 0; i < n; ++i) need += left_out[i] ? 0.0 : extra[i];
         return failed(fmt::format(
@@ -147,6 +166,7 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
       rt.push_back(t[size_t(i)]);
     }
     p.stages = {st};
+    p.align = group_alignment(x, int64_t(rt.size()));
     split_tensor_dims(x, p, rt);
 
     // Every rank gets a non-empty share of every dimension: where its target rounded to nothing it takes a
@@ -156,7 +176,7 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
     std::string drop_note;
     for (size_t j = 0; j < ranked.size(); ++j)
       for (const Dim* d = empty_dimension(p, j); d; d = empty_dimension(p, j)) {
-        if (give_one_unit(p, *d, x.align.*d->align, j)) continue;
+        if (give_one_unit(p, *d, p.align.*d->align, j)) continue;
         const size_t i = size_t(ranked[j]);
         if (!adaptive)
           return failed(fmt::format("{} cannot get a non-empty legal share of the {}: its target {:.2f}% rounds to no whole unit in any "
@@ -187,9 +207,22 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
       continue;
     }
     o.ok = true;
-    o.plan = std::move(p);
-    return o;
+    if (!adaptive) {
+      o.plan = std::move(p);
+      return o;
+    }
+    for (const NodePlan& np : p.nodes)
+      if (np.rank >= 0) {
+        const size_t i = size_t(&np - p.nodes.data());
+        extra_read[i] = np.usage.read - (x.fixed.read + t[i] * x.split_read);
+      }
+    if (!best.ok || o.time < best.time) {
+      o.plan = std::move(p);
+      best = std::move(o);
+    }
+    if (--refinements < 0) return best;
   }
+  if (best.ok) return best;
   return failed("rounding did not converge to a split where every node fits");
 }
 
