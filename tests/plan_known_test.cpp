@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -322,6 +323,40 @@ TEST(PlanQuality, LargestModelThatFitsIsNearTheBudget) {
                 k.label, hi, model / kGiB, budgets / kGiB, duplication / kGiB, 100.0 * model / (budgets - duplication));
     EXPECT_GE(duplication, 0.0) << k.label;
     EXPECT_GE(model, 0.97 * (budgets - duplication)) << k.label;
+  }
+}
+
+// Explicit shares round with at least one layer per node (pipeline) and a piece of every dimension (tensor).
+TEST(PlanExplicit, EveryNodeGetsAShareOfTinyModels) {
+  for (int64_t layers : {2, 5}) {
+    const ModelConfig c = config_from_hf_json(nlohmann::json{{"model_type", "llama"}, {"hidden_size", 64}, {"num_hidden_layers", layers},
+                                               {"num_attention_heads", 8}, {"num_key_value_heads", 4}, {"intermediate_size", 172},
+                                               {"vocab_size", 512}, {"max_position_embeddings", 256}},
+                                              "tiny");
+    for (const std::vector<double>& split : {std::vector<double>{3, 1}, std::vector<double>{5, 2, 1}, std::vector<double>{1, 1}}) {
+      for (PlanMode mode : {PlanMode::Pipeline, PlanMode::Tensor}) {
+        SCOPED_TRACE(fmt::format("{} layers, {} shares, {}", layers, split.size(), mode_name(mode)));
+        PlanRequest r = request(std::vector<double>(split.size(), 1.0), {}, "f32", mode);
+        r.cost.context = 256;
+        r.reserve = 1 << 20;
+        r.split = split;
+        if (int64_t(split.size()) > layers && mode == PlanMode::Pipeline) {
+          EXPECT_THROW(make_plan(c, r), Error);
+          continue;
+        }
+        const Plan p = make_plan(c, r);
+        expect_fits(p, c);
+        ASSERT_EQ(p.world_size, int(split.size()));
+        for (int rank = 0; rank < p.world_size; ++rank) {
+          const RankSlices s = rank_slices(p, c, rank);
+          EXPECT_FALSE(s.layers.empty()) << "rank " << rank;
+          int64_t heads = 0, cols = 0;
+          for (int64_t l = s.layers.begin; l < s.layers.end; ++l) heads += s.layer[size_t(l)].q_heads.size(), cols += s.layer[size_t(l)].mlp_cols.size();
+          EXPECT_GT(heads, 0) << "rank " << rank;
+          EXPECT_GT(cols, 0) << "rank " << rank;
+        }
+      }
+    }
   }
 }
 
