@@ -105,7 +105,7 @@ double ms(double s) { return s * 1e3; }
 
 std::string time_text(const Ctx& x, double t) {
   // Unknown bandwidths: the same assumed bandwidth everywhere, so the time is the bytes read.
-  return x.bandwidth_known ? fmt::format("{:.2f} ms/token", ms(t)) : fmt::format("{:.2f} GB read per token", t * kAssumedBandwidth);
+  return x.bandwidth_known ? fmt::format("{:.3g} ms/token", ms(t)) : format_bytes(t * kAssumedBandwidth * 1e9) + " read per token";
 }
 
 void add_left_out_reasons(Plan& p) {
