@@ -121,7 +121,17 @@ int run_bench(const BenchOptions& opt) {
       {"predicted_ms_per_token", run.setup.predicted_seconds_per_token * 1e3},
       {"per_rank", nlohmann::json::array()},
   };
-  for (const auto& r : ranks_json) out["per_rank"].push_back(nlohmann::json::parse(r));
+  // What the plan's shares predict on the bandwidths measured in this run: the slowest rank's bytes read per
+  // token over its streaming bandwidth (the planner's own time model, with measured instead of given GB/s).
+  double measured_prediction_s = 0;
+  for (const auto& r : ranks_json) {
+    out["per_rank"].push_back(nlohmann::json::parse(r));
+    const auto& last = out["per_rank"].back();
+    const double gbps = last["stream_read_gb_per_second"];
+    if (gbps > 0)
+      measured_prediction_s = std::max(measured_prediction_s, last["decode_weight_bytes_per_token"].get<double>() / (gbps * 1e9));
+  }
+  out["predicted_ms_per_token_at_measured_bandwidth"] = measured_prediction_s * 1e3;
   if (opt.json) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -135,7 +145,10 @@ int run_bench(const BenchOptions& opt) {
   if (comm.size() > 1) {
     std::printf("all-reduce   %.1f us for %lld floats (hidden size)\n", allreduce_s * 1e6, (long long)c.hidden_size);
     if (run.setup.predicted_seconds_per_token > 0)
-      std::printf("plan         predicted %.2f ms/token\n", run.setup.predicted_seconds_per_token * 1e3);
+      std::printf("plan         predicted %.2f ms/token (from the given bandwidths)\n", run.setup.predicted_seconds_per_token * 1e3);
+    if (measured_prediction_s > 0)
+      std::printf("plan         predicted %.2f ms/token at the streaming bandwidths measured here (slowest rank)\n",
+                  measured_prediction_s * 1e3);
     std::printf("rank  weights(GB)  compute ms/tok  comm ms/tok  comm share  of which all-reduce transfers\n");
     for (const auto& r : out["per_rank"]) {
       double cm = r["compute_ms_per_token"], co = r["comm_ms_per_token"];
