@@ -11,7 +11,7 @@ namespace uneven::testing {
 struct CliOutput {
   int exit_code = -1;
   std::string text;      // stdout and stderr together
-  nlohmann::json json;   // the last line that starts with '{', parsed (discarded if it is not JSON)
+  nlohmann::json json;   // the last line that is a JSON object (null if there is none)
 };
 
 // Runs `command` with `sh -c`, stderr folded into stdout.
@@ -23,8 +23,17 @@ inline CliOutput run_shell(const std::string& command) {
   while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.text.append(buf, n);
   const int status = ::pclose(p);
   out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  const size_t at = out.text.rfind("\n{");
-  out.json = nlohmann::json::parse(out.text.substr(at == std::string::npos ? 0 : at + 1), nullptr, false);
+  // The JSON object is one line; other lines (a sanitizer's report, mpirun's notes) may follow it.
+  for (size_t end = out.text.size(); end > 0;) {
+    const size_t begin = out.text.rfind('\n', end - 1);
+    const size_t start = begin == std::string::npos ? 0 : begin + 1;
+    if (out.text.compare(start, 1, "{") == 0) {
+      out.json = nlohmann::json::parse(out.text.substr(start, end - start), nullptr, false);
+      if (!out.json.is_discarded()) break;
+    }
+    if (begin == std::string::npos) break;
+    end = begin;
+  }
   return out;
 }
 

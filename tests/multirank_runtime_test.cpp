@@ -24,6 +24,15 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kSource = UNEVEN_SOURCE_DIR;
 
+// Under AddressSanitizer (the executable is built the same way as this test) the resident set also holds
+// shadow memory and redzones, and the runtime reads /proc files of its own: the kernel's figures say
+// nothing about the loader there, so only the loader's own counts are checked.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 // A Llama-shaped checkpoint of ~50 MB (BF16) or ~100 MB (F32): big enough that page rounding and the
 // runtime's own allocations are small beside each rank's share, small enough to write in a second.
 struct TestModel {
@@ -108,12 +117,15 @@ TEST(MultiRankRuntime, ResidentWeightsAndBytesReadStayWithinThePlannedSlices) {
       planned_total += planned;
       // The plan's count is the loader's count: nothing is loaded that the plan does not know about.
       EXPECT_EQ(held, planned);
-      // (b) resident weight bytes within 5% of the plan, measured by the kernel (resident set growth).
-      EXPECT_LE(double(resident), 1.05 * double(planned));
-      EXPECT_GE(double(resident), 0.90 * double(planned)) << "weights were not made resident: the check above is void";
-      // (c) bytes read: the loader's count, and the kernel's (pread bytes + touched pages of mappings).
+      // (c) bytes read, as the loader counts them.
       EXPECT_LE(read, planned);
-      EXPECT_LE(os_read, planned + slack);
+      if (!kSanitized) {
+        // (b) resident weight bytes within 5% of the plan, measured by the kernel (resident set growth).
+        EXPECT_LE(double(resident), 1.05 * double(planned));
+        EXPECT_GE(double(resident), 0.90 * double(planned)) << "weights were not made resident: the check above is void";
+        // (c) bytes read as the kernel counts them: pread bytes + touched pages of mappings.
+        EXPECT_LE(os_read, planned + slack);
+      }
       ++checked;
     }
     // Only norms (and in tensor mode, KV heads a rank shares) are held twice.
