@@ -69,6 +69,18 @@ TEST(MultiRank, TransformersFixturesSplitsMatchOneRank) {
       if (c == '\'') c = ' ';
     expect_equivalent("--model " + entry.path().string() + " --prompt '" + prompt + "' -n 32 --ignore-eos --json --threads 1",
                       entry.path().filename().string());
+    // The 5:2:1 split is the case the issue asks for: a query-head boundary inside a KV group, so that KV
+    // head is held (weights and cache) by two ranks, and the smallest rank holds fewer KV heads than groups.
+    const fs::path plan_file = fs::temp_directory_path() / ("uneven_mr_plan_" + std::to_string(::getpid()) + ".json");
+    uneven::testing::CliOutput made = uneven::testing::run_uneven("plan --model " + entry.path().string() +
+                                                                  " --nodes 5G,2G,1G --split 5,2,1 --mode tensor --json " + plan_file.string());
+    ASSERT_EQ(made.exit_code, 0) << made.text;
+    const nlohmann::json plan = nlohmann::json::parse(std::ifstream(plan_file));
+    fs::remove(plan_file);
+    const nlohmann::json config = nlohmann::json::parse(std::ifstream(entry.path() / "config.json"));
+    const int group = config["num_attention_heads"].get<int>() / config["num_key_value_heads"].get<int>();
+    const std::vector<int> bounds = plan["layers"][0]["q_heads"];
+    EXPECT_TRUE(bounds[1] % group != 0 || bounds[2] % group != 0) << entry.path() << ": no KV head is shared";
     ++checked;
   }
   EXPECT_GE(checked, 4);
