@@ -57,16 +57,7 @@ const std::vector<Known>& known_cases() {
 }
 
 // Usage of a rank holding none of the split dimensions: what every tensor-parallel rank replicates.
-Usage replicated(const ModelConfig& c, const CostModel& cost) {
-  RankSlices none = single_rank_slices(c);
-  for (LayerSlices& ls : none.layer) {
-    std::vector<Range> experts(ls.expert_cols.size());
-    ls = LayerSlices{};
-    ls.expert_cols = experts;
-  }
-  none.embedding_rows = none.output_rows = {};
-  return rank_usage(c, none, cost);
-}
+Usage replicated(const ModelConfig& c, const CostModel& cost) { return rank_usage(c, empty_split_slices(c), cost); }
 
 double bandwidth(const NodeSpec& n) { return n.bandwidth > 0 ? n.bandwidth : 1.0; }  // unknown: all equal
 

@@ -96,16 +96,7 @@ Case random_case(uint64_t seed) {
 }
 
 // Weights every tensor-parallel rank holds whatever its share: the slices with every split range empty.
-uint64_t fixed_weights(const ModelConfig& c, const CostModel& cost) {
-  RankSlices none = single_rank_slices(c);
-  for (LayerSlices& ls : none.layer) {
-    std::vector<Range> experts(ls.expert_cols.size());
-    ls = LayerSlices{};
-    ls.expert_cols = experts;
-  }
-  none.embedding_rows = none.output_rows = {};
-  return rank_usage(c, none, cost).weights;
-}
+uint64_t fixed_weights(const ModelConfig& c, const CostModel& cost) { return rank_usage(c, empty_split_slices(c), cost).weights; }
 
 // Ranges of every rank tile [0, size) in rank order: each element held exactly once.
 void expect_tiles(const std::vector<Range>& ranges, int64_t size, const std::string& what) {

@@ -90,17 +90,6 @@ Alignment alignment_for(const ModelConfig& c, const PlanRequest& req) {
   return a;
 }
 
-RankSlices empty_split_slices(const ModelConfig& c) {
-  RankSlices s = single_rank_slices(c);
-  for (LayerSlices& ls : s.layer) {
-    Range none{};
-    ls.q_heads = ls.kv_heads = ls.mlp_cols = ls.shared_expert_cols = ls.linear_v_heads = ls.linear_k_heads = none;
-    for (Range& e : ls.expert_cols) e = none;
-  }
-  s.embedding_rows = s.output_rows = {};
-  return s;
-}
-
 double ms(double s) { return s * 1e3; }
 
 std::string time_text(const Ctx& x, double t) {

@@ -90,4 +90,15 @@ RankSlices rank_slices(const Plan& plan, const ModelConfig& c, int rank) {
   return s;
 }
 
+RankSlices empty_split_slices(const ModelConfig& config) {
+  RankSlices s = single_rank_slices(config);
+  for (LayerSlices& ls : s.layer) {
+    const Range none{};
+    ls.q_heads = ls.kv_heads = ls.mlp_cols = ls.shared_expert_cols = ls.linear_v_heads = ls.linear_k_heads = none;
+    for (Range& e : ls.expert_cols) e = none;
+  }
+  s.embedding_rows = s.output_rows = {};
+  return s;
+}
+
 }  // namespace uneven

@@ -61,6 +61,10 @@ struct RankSlices {
 // layers, mlp_cols on MoE layers, experts on dense layers.
 RankSlices single_rank_slices(const ModelConfig& config);
 
+// What a tensor-parallel rank holds whatever its share: the layers and their replicated parts (norms,
+// routers) with every split range empty. rank_usage of it is the fixed cost every such rank pays.
+RankSlices empty_split_slices(const ModelConfig& config);
+
 struct Plan;
 // What rank `rank` holds under `plan` (src/plan/plan.h). A rank may hold an empty range of a dimension in
 // some layers (a small share spread over many layers); it then holds none of that layer's tensors of that
