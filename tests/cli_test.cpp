@@ -29,6 +29,14 @@ TEST(Cli, GenerateStreamsTextThenOneLineOfFigures) {
   EXPECT_NE(out.text.find("finish: length"), std::string::npos) << out.text;
 }
 
+TEST(Cli, OnManyRanksTheFiguresFollowTheWholeText) {
+  // mpirun forwards stdout and stderr separately; the figures must not land inside the text.
+  CliOutput out = run_uneven("generate --model " + kStories + " --prompt 'Once upon a time' -n 30 --threads 1 --ranks 2");
+  ASSERT_EQ(out.exit_code, 0) << out.text;
+  EXPECT_EQ(out.text.rfind(", there was a little girl named Lily. She loved to play outside in the park. One day,\nprompt: 5 tokens, ", 0), 0u)
+      << out.text;
+}
+
 TEST(Cli, GenerateJsonHasIdsTextAndFigures) {
   const nlohmann::json ref = read_json(kSource / "tests/data/stories260K/reference.json");
   CliOutput out = run_uneven("generate --model " + kStories + " --prompt 'Once upon a time' -n 12 --json --threads 1");

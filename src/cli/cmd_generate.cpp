@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/run_setup.h"
+#include "comm/collective.h"
 #include "engine/generator.h"
 #include "util/error.h"
 
@@ -57,7 +58,10 @@ int run_generate(const GenerateOptions& opt) {
   } else {
     std::printf("\n");
     std::fflush(stdout);
-    std::fprintf(stderr, "prompt: %zu tokens, %.1f tok/s | generated: %zu tokens, %.1f tok/s | finish: %s\n",
+    // Under mpirun the two streams are forwarded separately and would interleave: the figures follow the
+    // text on stdout there. Alone, they go to stderr, so that stdout holds only the text.
+    std::FILE* figures = launched_by_mpirun() ? stdout : stderr;
+    std::fprintf(figures, "prompt: %zu tokens, %.1f tok/s | generated: %zu tokens, %.1f tok/s | finish: %s\n",
                  r.prompt_ids.size(), r.prompt_tokens_per_second(), r.generated_ids.size(), r.decode_tokens_per_second(),
                  r.finish_reason.c_str());
   }
