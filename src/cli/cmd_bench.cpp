@@ -121,15 +121,17 @@ int run_bench(const BenchOptions& opt) {
       {"predicted_ms_per_token", run.setup.predicted_seconds_per_token * 1e3},
       {"per_rank", nlohmann::json::array()},
   };
-  // What the plan's shares predict on the bandwidths measured in this run: the slowest rank's bytes read per
-  // token over its streaming bandwidth (the planner's own time model, with measured instead of given GB/s).
+  // What the plan's shares predict on the bandwidths measured in this run (the planner's own time model, with
+  // measured instead of given GB/s): each rank's bytes read per token over its streaming bandwidth; the
+  // slowest rank's in tensor parallelism, the sum over stages in a pipeline (stages run one after another).
+  const bool pipeline = !run.model->slices().stage_layers.empty();
   double measured_prediction_s = 0;
   for (const auto& r : ranks_json) {
     out["per_rank"].push_back(nlohmann::json::parse(r));
     const auto& last = out["per_rank"].back();
     const double gbps = last["stream_read_gb_per_second"];
-    if (gbps > 0)
-      measured_prediction_s = std::max(measured_prediction_s, last["decode_weight_bytes_per_token"].get<double>() / (gbps * 1e9));
+    const double rank_s = gbps > 0 ? last["decode_weight_bytes_per_token"].get<double>() / (gbps * 1e9) : 0.0;
+    measured_prediction_s = pipeline ? measured_prediction_s + rank_s : std::max(measured_prediction_s, rank_s);
   }
   out["predicted_ms_per_token_at_measured_bandwidth"] = measured_prediction_s * 1e3;
   if (opt.json) {
@@ -147,8 +149,8 @@ int run_bench(const BenchOptions& opt) {
     if (run.setup.predicted_seconds_per_token > 0)
       std::printf("plan         predicted %.2f ms/token (from the given bandwidths)\n", run.setup.predicted_seconds_per_token * 1e3);
     if (measured_prediction_s > 0)
-      std::printf("plan         predicted %.2f ms/token at the streaming bandwidths measured here (slowest rank)\n",
-                  measured_prediction_s * 1e3);
+      std::printf("plan         predicted %.2f ms/token at the streaming bandwidths measured here (%s)\n",
+                  measured_prediction_s * 1e3, pipeline ? "sum of the stages" : "slowest rank");
     std::printf("rank  weights(GB)  compute ms/tok  comm ms/tok  comm share  of which all-reduce transfers\n");
     for (const auto& r : out["per_rank"]) {
       double cm = r["compute_ms_per_token"], co = r["comm_ms_per_token"];
