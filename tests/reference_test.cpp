@@ -2,6 +2,8 @@
 // the reference llama2.c behaviour of the real stories260K model; unsplit and split across ranks.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -67,7 +69,9 @@ void check_model_against_reference(const fs::path& model_path, const fs::path& r
   Session session(model, *comm, pool, int64_t(ref.prompt_ids.size() + ref.greedy_ids.size() + 1));
   std::vector<float> logits;
   session.forward(ref.prompt_ids.data(), int64_t(ref.prompt_ids.size()), logits, true);
-  EXPECT_LE(testing::max_abs_diff(logits, ref.logits), 1e-4f) << "logits differ from the reference";
+  const float diff = testing::max_abs_diff(logits, ref.logits);
+  std::printf("%s: %zu positions, max |logit - reference| = %.3g\n", model_path.filename().c_str(), ref.prompt_ids.size(), double(diff));
+  EXPECT_LE(diff, 1e-4f) << "logits differ from the reference";
   EXPECT_EQ(greedy(session, ref.prompt_ids, ref.greedy_ids.size()), ref.greedy_ids);
 
   // The same model split 3:1 and 5:2:1 (heads and MLP columns) over in-process ranks.
