@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -115,6 +116,9 @@ TEST(MultiRankRuntime, ResidentWeightsAndBytesReadStayWithinThePlannedSlices) {
       const uint64_t planned = r["planned_weight_bytes"], held = r["weight_bytes"], resident = r["resident_weight_bytes"];
       const uint64_t read = r["file_bytes_read"], os_read = r["os_file_bytes_loaded"];
       planned_total += planned;
+      std::printf("%s rank %d: planned %llu, held %llu, resident growth %llu, read (loader) %llu, loaded (kernel) %llu bytes\n",
+                  split.c_str(), r["rank"].get<int>(), (unsigned long long)planned, (unsigned long long)held,
+                  (unsigned long long)resident, (unsigned long long)read, (unsigned long long)os_read);
       // The plan's count is the loader's count: nothing is loaded that the plan does not know about.
       EXPECT_EQ(held, planned);
       // (c) bytes read, as the loader counts them.
@@ -183,6 +187,7 @@ TEST(MultiRankRuntime, KillingARankMidGenerationStopsTheOthersNamingIt) {
     if (!read_some(200)) break;
   const int status = ::pclose(p);
   const double seconds = std::chrono::duration<double>(clock::now() - killed_at).count();
+  std::printf("rank 1 killed after %zu bytes of output; the job ended %.2f s later\n", text.size(), seconds);
   EXPECT_LE(seconds, 10.0) << text;
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_NE(WEXITSTATUS(status), 0) << text;
