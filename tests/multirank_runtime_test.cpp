@@ -225,3 +225,49 @@ TEST(MultiRankRuntime, RanksWithDifferentOrMissingModelFilesRefuseToStart) {
 
 }  // namespace
 }  // namespace uneven::testing
+
+namespace uneven::testing {
+namespace {
+
+TEST(MultiRankRuntime, PlanFilesAreCheckedAndMemoryBudgetsPlanned) {
+  ScratchDir scratch;
+  const std::string stories = (kSource / "models/stories260K.gguf").string();
+  const std::string gen = "generate --model " + stories + " --prompt 'Once upon a time' -n 32 --json --threads 1";
+  CliOutput single = run_uneven(gen);
+  ASSERT_EQ(single.exit_code, 0) << single.text;
+
+  // A plan made ahead of time by `uneven plan`, then used by every rank.
+  const std::string plan = scratch.file("plan.json");
+  ASSERT_EQ(run_uneven("plan --model " + stories + " --nodes 3G,1G --split 3,1 --json " + plan).exit_code, 0);
+  CliOutput planned = run_uneven(gen + " --ranks 2 --plan " + plan);
+  ASSERT_EQ(planned.exit_code, 0) << planned.text;
+  EXPECT_EQ(planned.json["generated_ids"], single.json["generated_ids"]);
+
+  // Edited after planning: the hash no longer matches, and no rank starts.
+  nlohmann::json edited = nlohmann::json::parse(std::ifstream(plan));
+  edited["layers"][0]["q_heads"] = {0, 4, 8};
+  write_file(scratch.file("edited.json"), edited.dump(1));
+  CliOutput tampered = run_uneven(gen + " --ranks 2 --plan " + scratch.file("edited.json"));
+  EXPECT_EQ(tampered.exit_code, 1) << tampered.text;
+  EXPECT_NE(tampered.text.find("plan hash mismatch"), std::string::npos) << tampered.text;
+
+  CliOutput ranks = run_uneven(gen + " --ranks 3 --plan " + plan);
+  EXPECT_EQ(ranks.exit_code, 1) << ranks.text;
+  EXPECT_NE(ranks.text.find("the plan is for 2 ranks but 3 ranks are running"), std::string::npos) << ranks.text;
+
+  CliOutput other = run_uneven("generate --model " + (kSource / "tests/data/hf/qwen2").string() +
+                               " --prompt hi -n 2 --threads 1 --ranks 2 --plan " + plan);
+  EXPECT_EQ(other.exit_code, 1) << other.text;
+  EXPECT_NE(other.text.find("made for a different model"), std::string::npos) << other.text;
+
+  // --mem budgets simulate uneven nodes: planned like real ones, refused with the shortfall when too small.
+  CliOutput budgets = run_uneven(gen + " --ranks 3 --mem 6G,2G,1G");
+  ASSERT_EQ(budgets.exit_code, 0) << budgets.text;
+  EXPECT_EQ(budgets.json["generated_ids"], single.json["generated_ids"]);
+  CliOutput tiny = run_uneven(gen + " --ranks 2 --mem 1M,1M");
+  EXPECT_EQ(tiny.exit_code, 1) << tiny.text;
+  EXPECT_NE(tiny.text.find("short"), std::string::npos) << tiny.text;
+}
+
+}  // namespace
+}  // namespace uneven::testing
