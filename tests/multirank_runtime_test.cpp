@@ -267,6 +267,17 @@ TEST(MultiRankRuntime, PlanFilesAreCheckedAndMemoryBudgetsPlanned) {
   CliOutput tiny = run_uneven(gen + " --ranks 2 --mem 1M,1M");
   EXPECT_EQ(tiny.exit_code, 1) << tiny.text;
   EXPECT_NE(tiny.text.find("short"), std::string::npos) << tiny.text;
+
+  // Options that do not parse, or do not match the number of ranks, are named.
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--ranks 2 --split 0,1", "--split entry '0' is not a positive number"},
+           {"--ranks 2 --split 3,2,1", "--split lists 3 shares but 2 ranks are running"},
+           {"--ranks 2 --mem 1G", "--mem lists 1 budgets but the run has 2 ranks"},
+           {"--ranks 2 --bandwidth fast,1", "--bandwidth entry 'fast' is not a positive number of GB/s"}}) {
+    CliOutput bad = run_uneven(gen + " " + args);
+    EXPECT_EQ(bad.exit_code, 1) << args << "\n" << bad.text;
+    EXPECT_NE(bad.text.find(message), std::string::npos) << args << "\n" << bad.text;
+  }
 }
 
 }  // namespace

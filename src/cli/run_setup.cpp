@@ -11,7 +11,7 @@
 namespace uneven::cli {
 
 void DistributedOptions::add_to(CLI::App& cmd) {
-  cmd.add_option("--ranks", ranks, "start this many local ranks under mpirun (default 1)")->check(CLI::PositiveNumber);
+  cmd.add_option("--ranks", ranks, "start this many local ranks under mpirun (default 1)")->check(CLI::Range(1, 4096));
   cmd.add_option("--mem", cluster.mem, "per-rank memory budgets, e.g. 6G,2G,1G (default: each rank's free memory)");
   cmd.add_option("--bandwidth", cluster.bandwidth, "per-rank memory bandwidth in GB/s, e.g. 546,273");
   cmd.add_option("--split", cluster.split, "explicit target shares per rank, e.g. 5,2,1");

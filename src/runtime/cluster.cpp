@@ -51,7 +51,18 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
     if (!options.bandwidth.empty()) {
       std::vector<double> bw;
       std::stringstream ss(options.bandwidth);
-      for (std::string item; std::getline(ss, item, ',');) bw.push_back(std::stod(item));
+      for (std::string item; std::getline(ss, item, ',');) {
+        size_t used = 0;
+        double gbps = 0;
+        try {
+          gbps = std::stod(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != item.size() || !(gbps > 0))
+          fail("--bandwidth entry '{}' is not a positive number of GB/s", item);
+        bw.push_back(gbps);
+      }
       if (int(bw.size()) != comm.size())
         fail("--bandwidth lists {} values but the run has {} ranks", bw.size(), comm.size());
       f.bandwidth_gbps = bw[size_t(comm.rank())];
