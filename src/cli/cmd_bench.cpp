@@ -142,8 +142,11 @@ int run_bench(const BenchOptions& opt) {
               c.architecture.c_str(), out["weight_dtype"].get<std::string>().c_str(), comm.size(), pool.size(), load_s);
   std::printf("prompt       %lld tokens  %.1f tok/s\n", (long long)opt.prompt_tokens, double(opt.prompt_tokens) / prompt_s);
   std::printf("decode       %lld tokens  %.2f tok/s  (%.2f ms/token)\n", (long long)opt.decode_tokens, decode_tps, 1e3 / decode_tps);
-  std::printf("weight read  %.2f GB/s on rank 0 of %.2f GB/s streaming read bandwidth (%.0f%%)\n", weight_gbps, stream_gbps,
-              stream_gbps > 0 ? 100.0 * weight_gbps / stream_gbps : 0.0);
+  if (stream_gbps > 0)
+    std::printf("weight read  %.2f GB/s on rank 0 of %.2f GB/s streaming read bandwidth (%.0f%%)\n", weight_gbps, stream_gbps,
+                100.0 * weight_gbps / stream_gbps);
+  else
+    std::printf("weight read  %.2f GB/s on rank 0 (streaming read bandwidth not measured)\n", weight_gbps);
   if (comm.size() > 1) {
     std::printf("all-reduce   %.1f us for %lld floats (hidden size)\n", allreduce_s * 1e6, (long long)c.hidden_size);
     if (run.setup.predicted_seconds_per_token > 0)
