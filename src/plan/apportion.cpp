@@ -41,7 +41,7 @@ std::vector<double> water_fill(const std::vector<FillNode>& nodes, double split_
 
 Apportioner::Apportioner(std::vector<double> targets) : targets_(std::move(targets)), carry_(targets_.size(), 0.0) {}
 
-std::vector<int64_t> Apportioner::split(int64_t size, int64_t align) {
+std::vector<int64_t> Apportioner::split(int64_t size, int64_t align, int64_t group) {
   const size_t n = targets_.size();
   const int64_t units = (size + align - 1) / align;
   // Ideal units this layer: the target plus what earlier layers owe; negative debts wait (clamped at 0),
@@ -72,9 +72,59 @@ std::vector<int64_t> Apportioner::split(int64_t size, int64_t align) {
   for (size_t i = 0; i < n; ++i) {
     at += got[i];
     bounds[i + 1] = std::min(size, at * align);
-    carry_[i] += targets_[i] * double(size) - double(bounds[i + 1] - bounds[i]);
   }
+  if (group > 0) snap_to_groups(bounds, size, align, group);
+  for (size_t i = 0; i < n; ++i) carry_[i] += targets_[i] * double(size) - double(bounds[i + 1] - bounds[i]);
   return bounds;
+}
+
+namespace {
+
+// Boundaries strictly inside a group beyond the first, summed over groups: each distinct position inside a
+// group adds one holder of that group's shared part, and one per group is all that fewer groups than ranks
+// force. Coincident boundaries (an empty rank between) count once: they add one holder.
+int64_t excess_in_groups(const std::vector<int64_t>& b, int64_t group) {
+  int64_t excess = 0, last_group = -1, last_pos = -1;
+  for (size_t i = 1; i + 1 < b.size(); ++i) {
+    const int64_t p = b[i];
+    if (p % group == 0 || p == last_pos) continue;
+    if (p / group == last_group) ++excess;  // boundaries are sorted, so one group's positions are adjacent
+    last_group = p / group, last_pos = p;
+  }
+  return excess;
+}
+
+}  // namespace
+
+void Apportioner::snap_to_groups(std::vector<int64_t>& b, int64_t size, int64_t align, int64_t group) const {
+  const size_t n = targets_.size();
+  const double bound = kSnapCarryUnits * double(align) + 1e-9;
+  // The carry rank r would have after this layer if it held [lo, hi).
+  auto carry_with = [&](size_t r, int64_t lo, int64_t hi) { return carry_[r] + targets_[r] * double(size) - double(hi - lo); };
+  // Each accepted move lowers the excess by one, so this ends within (ranks - 1) moves.
+  for (int64_t excess = excess_in_groups(b, group); excess > 0;) {
+    size_t best_i = 0;
+    int64_t best_edge = 0;
+    double best_cost = bound;
+    for (size_t i = 1; i < n; ++i) {
+      const int64_t p = b[i];
+      if (p % group == 0) continue;
+      const int64_t lo = p / group * group;
+      for (int64_t edge : {lo, std::min(size, lo + group)}) {
+        // Whole units, order kept (the neighbours' boundaries are not crossed).
+        if ((edge % align != 0 && edge != size) || edge < b[i - 1] || edge > b[i + 1]) continue;
+        const double cost = std::max(std::fabs(carry_with(i - 1, b[i - 1], edge)), std::fabs(carry_with(i, edge, b[i + 1])));
+        if (cost > best_cost || (cost == best_cost && best_i != 0)) continue;  // ties: the first found (lower rank, lower edge)
+        std::vector<int64_t> moved = b;
+        moved[i] = edge;
+        if (excess_in_groups(moved, group) >= excess) continue;
+        best_i = i, best_edge = edge, best_cost = cost;
+      }
+    }
+    if (best_i == 0) return;
+    b[best_i] = best_edge;
+    excess = excess_in_groups(b, group);
+  }
 }
 
 }  // namespace uneven

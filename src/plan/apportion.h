@@ -23,13 +23,27 @@ std::vector<double> water_fill(const std::vector<FillNode>& nodes, double split_
 // partial); the difference between a rank's target and what it got is carried to the next layer of the same
 // dimension, so every rank's running total stays within about one block of target x running size, with no
 // drift toward any rank.
+//
+// With `group` > 0 the elements come in groups of `group` (query heads per KV head, value heads per linear
+// key head) and a boundary strictly inside a group makes that group's shared part (the KV head) held by one
+// more rank. After rounding, while some group holds two or more distinct boundaries, a boundary of such a
+// group is moved to the group's edge, provided the carry of the two ranks it separates stays within
+// kSnapCarryUnits units (so no rank's running total moves further from its target than that): later layers
+// pay the difference back. A moved boundary may empty a rank in this layer; the carry then gives it more later.
 class Apportioner {
  public:
+  // How far (in units) snapping may leave a rank's running total from its target. The plain rounding keeps
+  // it within one unit; one unit more would double the worst case, so snapping stays within the same bound.
+  static constexpr double kSnapCarryUnits = 1.0;
+
   explicit Apportioner(std::vector<double> targets);
   // Returns ranks+1 boundaries from 0 to size.
-  std::vector<int64_t> split(int64_t size, int64_t align);
+  std::vector<int64_t> split(int64_t size, int64_t align, int64_t group = 0);
 
  private:
+  // Moves boundaries inside crowded groups to group edges within the carry bound (see the class comment).
+  void snap_to_groups(std::vector<int64_t>& bounds, int64_t size, int64_t align, int64_t group) const;
+
   std::vector<double> targets_;
   std::vector<double> carry_;  // elements owed to each rank (positive: it got less than its target)
 };

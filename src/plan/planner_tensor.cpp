@@ -25,7 +25,8 @@ constexpr Dim kDims[] = {{"query heads", &LayerSplit::q_heads, &Alignment::q_hea
 
 // With at least as many KV heads (linear key heads) as ranks, query (value) heads are split in whole KV
 // groups: no KV head is then held twice, and the carry keeps each rank's total on target. With fewer, some
-// duplication is unavoidable and heads are split singly so it stays at one KV head per boundary.
+// duplication is unavoidable and heads are split singly so it stays at one KV head per boundary; the
+// apportioner then moves boundaries that crowd into one group to its edge where the carry allows.
 Alignment group_alignment(const Ctx& x, int64_t ranks) {
   const ModelConfig& c = x.c;
   Alignment a = x.align;
@@ -41,10 +42,13 @@ void split_tensor_dims(const Ctx& x, Plan& p, const std::vector<double>& t) {
   const ModelConfig& c = x.c;
   Apportioner q(t), lv(t), mlp(t), ex(t), sh(t), vocab(t);
   p.layers.assign(size_t(c.num_layers), {});
+  const int64_t q_group = c.num_kv_heads > 0 ? c.num_heads / c.num_kv_heads : 0;
+  const int64_t lv_group = c.linear_num_key_heads > 0 ? c.linear_num_value_heads / c.linear_num_key_heads : 0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerSplit& ls = p.layers[size_t(l)];
-    if (c.layer_types[size_t(l)] == LayerKind::FullAttention) ls.q_heads = q.split(c.num_heads, p.align.q_heads);
-    else ls.linear_v_heads = lv.split(c.linear_num_value_heads, p.align.linear_v_heads);
+    // Query (value) heads know their KV (key) groups, so boundaries crowding into one group move to its edge.
+    if (c.layer_types[size_t(l)] == LayerKind::FullAttention) ls.q_heads = q.split(c.num_heads, p.align.q_heads, q_group);
+    else ls.linear_v_heads = lv.split(c.linear_num_value_heads, p.align.linear_v_heads, lv_group);
     if (c.is_moe_layer(l)) {
       ls.expert_cols = ex.split(c.moe_intermediate_size, p.align.columns);
       if (c.shared_expert_intermediate_size > 0) ls.shared_expert_cols = sh.split(c.shared_expert_intermediate_size, p.align.columns);
