@@ -126,7 +126,9 @@ TEST(PlanDuplication, SnappingKeepsTheCarryBound) {
     for (int l = 1; l <= 200; ++l) {
       const std::vector<int64_t> b = a.split(k.heads, 1, k.group);
       for (int64_t h : holders(b, k.group, k.heads / k.group)) {
-        if (k.always_minimal) ASSERT_LE(h, min_max_holders(3, k.heads / k.group)) << k.heads << " heads, layer " << l;
+        if (k.always_minimal) {
+          ASSERT_LE(h, min_max_holders(3, k.heads / k.group)) << k.heads << " heads, layer " << l;
+        }
         extra += h - 1;
       }
       for (int64_t h : holders(plain.split(k.heads, 1), k.group, k.heads / k.group)) extra_plain += h - 1;

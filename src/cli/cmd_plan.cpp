@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "model/config.h"
@@ -22,25 +21,6 @@ struct PlanOptions {
   int64_t context = 0, batch = 1, kernel_width = 32;
 };
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) items.push_back(item);
-  if (!text.empty() && text.back() == ',') items.push_back("");
-  return items;
-}
-
-double parse_number(const std::string& text, const char* what) {
-  try {
-    size_t used = 0;
-    double v = std::stod(text, &used);
-    if (used == text.size()) return v;
-  } catch (const std::exception&) {
-  }
-  fail("{} '{}' is not a number", what, text);
-}
-
 ModelConfig read_config(const PlanOptions& o) {
   if (!o.config_path.empty()) return load_hf_config(o.config_path);
   namespace fs = std::filesystem;
@@ -55,16 +35,12 @@ ModelConfig read_config(const PlanOptions& o) {
 
 PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
   PlanRequest r;
-  const std::vector<std::string> sizes = split_list(o.nodes);
-  for (size_t i = 0; i < sizes.size(); ++i)
-    r.nodes.push_back({fmt::format("node{}", i), parse_size(sizes[i]), 0.0});
+  const std::vector<uint64_t> sizes = parse_sizes(o.nodes);
+  for (size_t i = 0; i < sizes.size(); ++i) r.nodes.push_back({fmt::format("node{}", i), sizes[i], 0.0});
   if (!o.bandwidth.empty()) {
-    const std::vector<std::string> bw = split_list(o.bandwidth);
+    const std::vector<double> bw = parse_positive_numbers(o.bandwidth, "--bandwidth", "GB/s");
     if (bw.size() != r.nodes.size()) fail("--bandwidth has {} values but --nodes has {}", bw.size(), r.nodes.size());
-    for (size_t i = 0; i < bw.size(); ++i) {
-      r.nodes[i].bandwidth = parse_number(bw[i], "--bandwidth value");
-      if (r.nodes[i].bandwidth <= 0) fail("--bandwidth value {} for node{} must be positive (GB/s)", bw[i], i);
-    }
+    for (size_t i = 0; i < bw.size(); ++i) r.nodes[i].bandwidth = bw[i];
   }
   if (!o.quant.empty()) r.cost.weights = parse_quant(o.quant);
   else if (!o.dtype.empty()) r.cost.weights = parse_dtype(o.dtype);
@@ -75,14 +51,10 @@ PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
   else fail("--kv-dtype '{}' is not one of f32, f16, bf16, q8", o.kv_dtype);
   r.cost.context = o.context > 0 ? o.context : std::min<int64_t>(c.max_position, 4096);
   r.cost.batch = o.batch;
-  // Default reserve as the multi-rank runtime takes it (runtime/cluster_plan): 1 GiB, less on small nodes.
-  uint64_t smallest = UINT64_MAX;
-  for (const NodeSpec& n : r.nodes) smallest = std::min(smallest, n.memory);
-  r.reserve = o.reserve.empty() ? std::min<uint64_t>(uint64_t(1) << 30, smallest / 8) : parse_size(o.reserve);
+  r.reserve = o.reserve.empty() ? default_reserve(r.nodes) : parse_size(o.reserve);
   r.mode = parse_mode(o.mode);
   r.kernel_width = o.kernel_width;
-  if (!o.split.empty())
-    for (const std::string& s : split_list(o.split)) r.split.push_back(parse_number(s, "--split share"));
+  r.split = parse_positive_numbers(o.split, "--split");
   return r;
 }
 

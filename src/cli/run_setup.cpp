@@ -61,19 +61,20 @@ int run_distributed(const DistributedOptions& dist, const std::function<int()>& 
     if (dist.ranks > 1) return relaunch_under_mpirun(dist.ranks);
     return body();  // errors go to main()'s handler
   }
+  const char* env_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  const std::string rank = env_rank ? env_rank : "?";
   try {
     return body();
   } catch (const AgreedError& e) {
     // Every rank has the same message: rank 0 reports it, and all end MPI normally.
-    if (std::getenv("OMPI_COMM_WORLD_RANK") && std::string(std::getenv("OMPI_COMM_WORLD_RANK")) == "0") {
+    if (rank == "0") {
       std::fprintf(stderr, "error: %s\n", e.what());
       std::fflush(stderr);
     }
     finish_mpi();
     return 1;
   } catch (const std::exception& e) {
-    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
-    std::fprintf(stderr, "error: rank %s: %s\n", rank ? rank : "?", e.what());
+    std::fprintf(stderr, "error: rank %s: %s\n", rank.c_str(), e.what());
     std::fflush(stderr);
     abort_mpi_job(1);
   }

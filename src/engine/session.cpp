@@ -30,7 +30,8 @@ void add_bias(float* rows, const std::vector<float>& bias, int64_t count) {
 }  // namespace
 
 Session::Session(const Model& model, Collective& comm, ThreadPool& pool, int64_t context)
-    : model_(model), config_(model.config()), comm_(comm), pool_(pool), rope_(model.config()), context_(context) {
+    : model_(model), config_(model.config()), comm_(comm), pool_(pool), rope_(model.config()), context_(context),
+      sums_partial_results_(comm.size() > 1 && model.slices().stage_layers.empty()) {
   if (context <= 0 || context > config_.max_position)
     fail("context length {} must be between 1 and the model's max_position_embeddings {}", context, config_.max_position);
   const RankSlices& s = model.slices();
@@ -66,8 +67,7 @@ uint64_t Session::kv_cache_bytes() const {
 }
 
 void Session::all_reduce(float* data, int64_t n) {
-  // Pipeline stages hold whole layers: their partial sums are already complete.
-  if (comm_.size() == 1 || !model_.slices().stage_layers.empty()) return;
+  if (!sums_partial_results_) return;
   double t0 = now_s();
   comm_.all_reduce_sum(data, n);
   times_.comm_s += now_s() - t0;

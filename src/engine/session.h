@@ -50,6 +50,9 @@ class Session {
   ThreadPool& pool_;
   Rope rope_;
   int64_t context_;
+  // Tensor parallelism over several ranks: partial sums meet in the two per-layer all-reduces. A single
+  // rank, or a pipeline stage (which holds whole layers), has complete sums already.
+  bool sums_partial_results_;
   int64_t position_ = 0;
   int64_t max_q_ = 0;  // most query heads this rank runs in any layer (plans may vary it per layer)
   // Per layer: [kv_local][context][head_dim], one contiguous run per KV head for the attention scan.

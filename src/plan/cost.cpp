@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fmt/format.h>
+#include <sstream>
 
 #include "util/error.h"
 
@@ -175,6 +176,42 @@ uint64_t parse_size(const std::string& text) {
   double bytes = value * scale;
   if (bytes > 1.0e18) fail("memory size '{}' is implausibly large", text);
   return uint64_t(std::llround(bytes));
+}
+
+namespace {
+
+// Entries of a comma-separated list; a trailing comma makes a last, empty entry (which then fails to parse).
+std::vector<std::string> list_entries(const std::string& list) {
+  std::vector<std::string> entries;
+  std::stringstream in(list);
+  for (std::string entry; std::getline(in, entry, ',');) entries.push_back(entry);
+  if (!list.empty() && list.back() == ',') entries.push_back("");
+  return entries;
+}
+
+}  // namespace
+
+std::vector<uint64_t> parse_sizes(const std::string& list) {
+  std::vector<uint64_t> sizes;
+  for (const std::string& entry : list_entries(list)) sizes.push_back(parse_size(entry));
+  return sizes;
+}
+
+std::vector<double> parse_positive_numbers(const std::string& list, const std::string& what, const std::string& unit) {
+  std::vector<double> numbers;
+  for (const std::string& entry : list_entries(list)) {
+    size_t used = 0;
+    double value = 0;
+    try {
+      value = std::stod(entry, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != entry.size() || !(value > 0) || !std::isfinite(value))
+      fail("{} entry '{}' is not a positive number{}", what, entry, unit.empty() ? "" : " of " + unit);
+    numbers.push_back(value);
+  }
+  return numbers;
 }
 
 }  // namespace uneven

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include "plan/rank_slices.h"
@@ -56,5 +57,10 @@ Usage rank_usage(const ModelConfig& config, const RankSlices& slices, const Cost
 std::string format_bytes(double bytes);
 // "128G", "48GiB", "512M", "1.5T", "1000000" (bytes) -> bytes; throws on anything else or a negative size.
 uint64_t parse_size(const std::string& text);
+// A comma-separated list of sizes ("6G,2G,1.5G"), each read by parse_size; "" gives no sizes.
+std::vector<uint64_t> parse_sizes(const std::string& list);
+// A comma-separated list of positive numbers (shares, GB/s); an entry that is not one throws
+// "<what> entry '<entry>' is not a positive number[ of <unit>]". "" gives no numbers.
+std::vector<double> parse_positive_numbers(const std::string& list, const std::string& what, const std::string& unit = "");
 
 }  // namespace uneven

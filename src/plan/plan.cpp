@@ -1,6 +1,7 @@
 // Plan helpers: mode names, rank lookups, and the structural check every received plan passes.
 #include "plan/plan.h"
 
+#include <algorithm>
 #include <fmt/format.h>
 
 #include "util/error.h"
@@ -128,6 +129,12 @@ void validate_plan(const Plan& p, const ModelConfig& c) {
     if (u.total() > n.spec.memory)
       fail("plan: {} needs {} but has {}", n.spec.name, format_bytes(double(u.total())), format_bytes(double(n.spec.memory)));
   }
+}
+
+uint64_t default_reserve(const std::vector<NodeSpec>& nodes) {
+  uint64_t smallest = UINT64_MAX;
+  for (const NodeSpec& n : nodes) smallest = std::min(smallest, n.memory);
+  return std::min<uint64_t>(uint64_t(1) << 30, smallest / 8);
 }
 
 }  // namespace uneven

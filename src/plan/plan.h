@@ -93,6 +93,10 @@ struct Plan {
   int stage_of_rank(int rank) const;
 };
 
+// Memory kept free per node for activations and the runtime when none is asked for: 1 GiB, or an eighth of
+// the smallest node when that is less (nodes simulated with small budgets).
+uint64_t default_reserve(const std::vector<NodeSpec>& nodes);
+
 // Plans `config` on the request's nodes. Throws uneven::Error naming the constraint and the numbers when
 // no plan in the asked mode fits (with the shortfall), or the request is malformed.
 Plan make_plan(const ModelConfig& config, const PlanRequest& request);

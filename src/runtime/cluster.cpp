@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "plan/cost.h"
 #include "runtime/cluster_plan.h"
 #include "runtime/node_info.h"
 #include "util/error.h"
@@ -41,7 +41,7 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
   f.open_error = open_error;
   try {
     if (!options.mem.empty()) {
-      auto budgets = parse_byte_sizes(options.mem);
+      const std::vector<uint64_t> budgets = parse_sizes(options.mem);
       if (int(budgets.size()) != comm.size())
         fail("--mem lists {} budgets but the run has {} ranks", budgets.size(), comm.size());
       f.memory_bytes = budgets[size_t(comm.rank())];
@@ -49,20 +49,7 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
       f.memory_bytes = available_memory_bytes();
     }
     if (!options.bandwidth.empty()) {
-      std::vector<double> bw;
-      std::stringstream ss(options.bandwidth);
-      for (std::string item; std::getline(ss, item, ',');) {
-        size_t used = 0;
-        double gbps = 0;
-        try {
-          gbps = std::stod(item, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used == 0 || used != item.size() || !(gbps > 0))
-          fail("--bandwidth entry '{}' is not a positive number of GB/s", item);
-        bw.push_back(gbps);
-      }
+      const std::vector<double> bw = parse_positive_numbers(options.bandwidth, "--bandwidth", "GB/s");
       if (int(bw.size()) != comm.size())
         fail("--bandwidth lists {} values but the run has {} ranks", bw.size(), comm.size());
       f.bandwidth_gbps = bw[size_t(comm.rank())];

@@ -10,27 +10,6 @@
 #include "util/error.h"
 
 namespace uneven {
-namespace {
-
-std::vector<double> parse_shares(const std::string& text) {
-  std::vector<double> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || !(v > 0)) fail("--split entry '{}' is not a positive number", item);
-    out.push_back(v);
-  }
-  return out;
-}
-
-}  // namespace
-
 std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<NodeFacts>& nodes,
                                    const ClusterOptions& options) {
   if (!options.plan_file.empty()) {
@@ -45,17 +24,13 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
     return plan_to_json_text(plan);
   }
   PlanRequest request;
-  uint64_t smallest = UINT64_MAX;
-  for (const NodeFacts& n : nodes) {
+  for (const NodeFacts& n : nodes)
     request.nodes.push_back({fmt::format("rank {} ({})", n.rank, n.host), n.memory_bytes, n.bandwidth_gbps});
-    smallest = std::min(smallest, n.memory_bytes);
-  }
-  // Reserve for activations and the runtime: 1 GiB, less on nodes simulated with small budgets.
-  request.reserve = std::min<uint64_t>(uint64_t(1) << 30, smallest / 8);
+  request.reserve = default_reserve(request.nodes);
   request.cost.weights = parse_dtype(options.weight_dtype);
   request.cost.context = options.context;
   request.mode = parse_mode(options.mode);
-  if (!options.split.empty()) request.split = parse_shares(options.split);
+  request.split = parse_positive_numbers(options.split, "--split");
   if (!request.split.empty() && request.split.size() != nodes.size())
     fail("--split lists {} shares but {} ranks are running", request.split.size(), nodes.size());
   Plan plan = make_plan(config, request);

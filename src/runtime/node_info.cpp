@@ -8,9 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 
-#include "plan/cost.h"
 #include "util/error.h"
 
 namespace uneven {
@@ -47,15 +45,6 @@ uint64_t proc_field(const char* path, const std::string& key, uint64_t unit) {
 uint64_t process_read_bytes() { return proc_field("/proc/self/io", "rchar:", 1); }
 
 uint64_t resident_file_bytes() { return proc_field("/proc/self/status", "RssFile:", 1024); }
-
-std::vector<uint64_t> parse_byte_sizes(const std::string& list) {
-  std::vector<uint64_t> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(parse_size(item));
-  if (out.empty()) fail("empty list of sizes '{}'", list);
-  return out;
-}
 
 uint64_t fnv1a64(const void* data, size_t size, uint64_t h) {
   const auto* p = static_cast<const unsigned char*>(data);

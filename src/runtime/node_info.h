@@ -21,8 +21,6 @@ uint64_t process_read_bytes();
 // mapped files that this process has touched.
 uint64_t resident_file_bytes();
 
-// Parses a comma-separated list of sizes like "6G,2G,1.5G" (each read by parse_size of plan/cost.h).
-std::vector<uint64_t> parse_byte_sizes(const std::string& list);
 
 // Identity of a model's files on one node: each file's size and a hash of its header bytes (everything
 // before the first tensor's data). Two nodes with the same fingerprint hold the same tensor layout.
