@@ -10,7 +10,10 @@ in float32 so the numbers do not depend on GPU kernels or TF32). Writes one dire
     reference.json   prompt, prompt ids, 32 greedy ids, versions, ...
     logits.f32       fp32 little-endian logits, shape [prompt positions, vocab], row-major
 
-Usage: python3 scripts/make_hf_fixtures.py [--out tests/data/hf]
+The Qwen3-MoE / Qwen3-Next / Qwen3.5 fixtures (appended after the dense ones, so the dense fixtures keep their
+seeds) also record router margins, the layer types, the tensor-name prefixes and the experts layout on disk.
+
+Usage: python3 scripts/make_hf_fixtures.py [--out tests/data/hf] [--only NAME ...]
 """
 
 import argparse
@@ -22,6 +25,7 @@ import sys
 
 import numpy as np
 import safetensors
+import safetensors.torch
 import tokenizers
 import torch
 import transformers

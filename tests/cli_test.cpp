@@ -103,7 +103,7 @@ TEST(Cli, BadModelsAndRequestsAreRefusedWithTheNumbers) {
   expect_refused("generate --model " + edited_copy(scratch, "moe", "\"model_type\": \"qwen2\"",
                                                    "\"model_type\": \"qwen3_moe\", \"num_experts\": 4, \"num_experts_per_tok\": 2, "
                                                    "\"moe_intermediate_size\": 64") + gen,
-                 {"mixture-of-experts", "4 experts"});
+                 {"model.layers.0.self_attn.q_norm.weight is missing", "qwen3_moe"});
 
   const std::string truncated = scratch.file("truncated");
   fs::copy(kSource / "tests/data/hf/qwen2", truncated);

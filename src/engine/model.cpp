@@ -2,6 +2,7 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "engine/arch.h"
 #include "util/error.h"
@@ -15,31 +16,118 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+bool is_vector_slot(Slot s) {
+  switch (s) {
+    case Slot::FinalNorm: case Slot::AttnNorm: case Slot::FfnNorm: case Slot::QNorm: case Slot::KNorm:
+    case Slot::QBias: case Slot::KBias: case Slot::VBias: case Slot::LinearConv: case Slot::LinearALog:
+    case Slot::LinearDtBias: case Slot::LinearNorm:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// RMSNorm weights that the config says are stored as an offset from one.
+bool is_offset_norm(Slot s) {
+  return s == Slot::FinalNorm || s == Slot::AttnNorm || s == Slot::FfnNorm || s == Slot::QNorm || s == Slot::KNorm;
+}
+
+// A tensor as stored, and the rows of it a spec's slice covers.
+struct Located {
+  TensorInfo info;
+  SliceRange range;
+};
+
 class Loader {
  public:
   Loader(const ModelConfig& c, const RankSlices& s, const WeightSource& src, ModelWeights& w)
       : config_(c), slices_(s), source_(src), weights_(w) {}
 
-  const TensorInfo& info(const TensorSpec& spec) {
-    const TensorInfo* t = source_.find(spec.name);
-    if (!t) fail("{}: tensor {} is missing (required by the {} architecture)", source_.describe(), spec.name,
-                 config_.architecture);
-    if (t->shape != spec.shape)
-      fail("{}: tensor {} (stored as {}) has shape {} but config.json implies {}", source_.describe(), spec.name,
-           t->file_name, shape_str(t->shape), shape_str(spec.shape));
-    return *t;
+  // Finds the tensor of `spec`: under its own name, or as one entry of a stacked 3-D tensor.
+  Located locate(const TensorSpec& spec, int64_t layer) {
+    Located out;
+    out.range = slice_for(spec, config_, slices_, layer);
+    if (const TensorInfo* t = source_.find(spec.name)) {
+      if (t->shape != spec.shape)
+        fail("{}: tensor {} (stored as {}) has shape {} but config.json implies {}", source_.describe(), spec.name,
+             t->file_name, shape_str(t->shape), shape_str(spec.shape));
+      out.info = *t;
+      return out;
+    }
+    if (spec.stacked) {
+      const StackedSource& st = *spec.stacked;
+      if (const TensorInfo* t = source_.find(st.name)) {
+        if (t->shape != st.shape)
+          fail("{}: stacked tensor {} (stored as {}) has shape {} but config.json implies {} ({} experts of "
+               "moe_intermediate_size {}, hidden_size {})", source_.describe(), st.name, t->file_name,
+               shape_str(t->shape), shape_str(st.shape), config_.num_experts, config_.moe_intermediate_size,
+               config_.hidden_size);
+        // Entry `index` is a contiguous [rows, cols] block; the spec's rows start at row_offset inside it.
+        const uint64_t entry_bytes = t->nbytes / uint64_t(st.shape[0]);
+        out.info = *t;
+        out.info.name = spec.name;
+        out.info.shape = {st.shape[1], st.shape[2]};
+        out.info.offset = t->offset + uint64_t(st.index) * entry_bytes;
+        out.info.nbytes = entry_bytes;
+        if (!out.range.columns)
+          for (Range& r : out.range.runs) r = {r.begin + st.row_offset, r.end + st.row_offset};
+        return out;
+      }
+      fail("{}: tensor {} is missing, and so is the stacked {} that could hold it (required by the {} architecture)",
+           source_.describe(), spec.name, st.name, config_.architecture);
+    }
+    fail("{}: tensor {} is missing (required by the {} architecture)", source_.describe(), spec.name,
+         config_.architecture);
   }
 
-  Linear linear(const TensorSpec& spec, int64_t layer) {
-    const TensorInfo& t = info(spec);
-    SliceRange r = slice_for(spec, config_, slices_, layer);
+  // The rank's slices of one or more tensors stacked by rows into one matrix (a single row run stays a
+  // memory map of the file; several are gathered into one buffer).
+  Linear matrix(const std::vector<const TensorSpec*>& specs, int64_t layer) {
+    std::vector<Located> parts;
+    for (const TensorSpec* spec : specs) parts.push_back(locate(*spec, layer));
+    const DType dtype = parts[0].info.dtype;
+    const int64_t row_elems = parts[0].info.row_elems();
+    for (const Located& p : parts) {
+      if (p.info.dtype != dtype || p.info.row_elems() != row_elems)
+        fail("{}: tensors {} ({}, rows of {}) and {} ({}, rows of {}) must have the same dtype and row length to be "
+             "loaded as one matrix", source_.describe(), parts[0].info.name, dtype_name(dtype), row_elems, p.info.name,
+             dtype_name(p.info.dtype), p.info.row_elems());
+      if (p.range.columns && parts.size() > 1) fail("column slice of {} cannot be stacked with other tensors", p.info.name);
+    }
     Linear out;
-    if (r.end > r.begin)  // an empty share reads nothing
-      out.bytes = r.columns ? source_.read_cols(t, r.begin, r.end) : source_.read_rows(t, r.begin, r.end);
-    out.view.rows = r.columns ? t.shape[0] : r.end - r.begin;
-    out.view.cols = r.columns ? r.end - r.begin : t.row_elems();
-    out.view.dtype = t.dtype;
-    if (t.dtype == DType::F16) {  // no F16 kernels on the hot path: widen once at load
+    out.view.dtype = dtype;
+    if (parts[0].range.columns) {
+      const Located& p = parts[0];
+      const Range r = p.range.runs.at(0);
+      if (p.info.shape.size() != 2) fail("{}: tensor {} is not 2-D, cannot take its columns", source_.describe(), p.info.name);
+      if (r.end > r.begin) out.bytes = source_.read_cols(p.info, r.begin, r.end);
+      out.view.rows = p.info.shape[0];
+      out.view.cols = r.size();
+    } else {
+      int64_t rows = 0, runs = 0;
+      for (const Located& p : parts) {
+        rows += p.range.count();
+        runs += int64_t(p.range.runs.size());
+      }
+      if (runs == 1) {
+        for (const Located& p : parts)
+          if (!p.range.runs.empty()) out.bytes = source_.read_rows(p.info, p.range.runs[0].begin, p.range.runs[0].end);
+      } else if (runs > 1) {
+        const size_t row_bytes = size_t(row_elems) * dtype_size(dtype);
+        std::vector<uint8_t> all(size_t(rows) * row_bytes);
+        size_t at = 0;
+        for (const Located& p : parts)
+          for (const Range& r : p.range.runs) {
+            TensorBytes b = source_.read_rows(p.info, r.begin, r.end);
+            std::memcpy(all.data() + at, b.data(), b.size());
+            at += b.size();
+          }
+        out.bytes = TensorBytes::owned(std::move(all));
+      }
+      out.view.rows = rows;
+      out.view.cols = row_elems;
+    }
+    if (dtype == DType::F16) {  // no F16 kernels on the hot path: widen once at load
       std::vector<uint8_t> wide(size_t(out.view.rows * out.view.cols) * 4);
       kernels::to_f32(out.bytes.data(), DType::F16, out.view.rows * out.view.cols, reinterpret_cast<float*>(wide.data()));
       out.bytes = TensorBytes::owned(std::move(wide));
@@ -50,10 +138,12 @@ class Loader {
     return out;
   }
 
-  std::vector<float> vec(const TensorSpec& spec, int64_t layer) {
-    Linear l = linear(spec, layer);
+  std::vector<float> vec(const std::vector<const TensorSpec*>& specs, int64_t layer) {
+    Linear l = matrix(specs, layer);
     std::vector<float> v(size_t(l.view.rows * l.view.cols));
     kernels::to_f32(l.bytes.data(), l.view.dtype, int64_t(v.size()), v.data());
+    if (is_offset_norm(specs[0]->slot) && config_.norm_weight_offset != 0.0f)
+      for (float& x : v) x += config_.norm_weight_offset;
     return v;
   }
 
@@ -64,19 +154,70 @@ class Loader {
   ModelWeights& weights_;
 };
 
-// Where each per-layer tensor of the architecture table goes in LayerWeights.
-const std::pair<const char*, std::vector<float> LayerWeights::*> kVectors[] = {
-    {"input_layernorm.weight", &LayerWeights::attn_norm}, {"post_attention_layernorm.weight", &LayerWeights::ffn_norm},
-    {"self_attn.q_norm.weight", &LayerWeights::q_norm},   {"self_attn.k_norm.weight", &LayerWeights::k_norm},
-    {"self_attn.q_proj.bias", &LayerWeights::q_bias},     {"self_attn.k_proj.bias", &LayerWeights::k_bias},
-    {"self_attn.v_proj.bias", &LayerWeights::v_bias},
-};
-const std::pair<const char*, Linear LayerWeights::*> kMatrices[] = {
-    {"self_attn.q_proj.weight", &LayerWeights::q}, {"self_attn.k_proj.weight", &LayerWeights::k},
-    {"self_attn.v_proj.weight", &LayerWeights::v}, {"self_attn.o_proj.weight", &LayerWeights::o},
-    {"mlp.gate_proj.weight", &LayerWeights::gate}, {"mlp.up_proj.weight", &LayerWeights::up},
-    {"mlp.down_proj.weight", &LayerWeights::down},
-};
+std::vector<float>* vector_target(ModelWeights& w, LayerWeights& lw, Slot s) {
+  switch (s) {
+    case Slot::FinalNorm: return &w.final_norm;
+    case Slot::AttnNorm: return &lw.attn_norm;
+    case Slot::FfnNorm: return &lw.ffn_norm;
+    case Slot::QNorm: return &lw.q_norm;
+    case Slot::KNorm: return &lw.k_norm;
+    case Slot::QBias: return &lw.q_bias;
+    case Slot::KBias: return &lw.k_bias;
+    case Slot::VBias: return &lw.v_bias;
+    case Slot::LinearConv: return &lw.conv;
+    case Slot::LinearALog: return &lw.a_log;
+    case Slot::LinearDtBias: return &lw.dt_bias;
+    case Slot::LinearNorm: return &lw.linear_norm;
+    default: return nullptr;
+  }
+}
+
+Linear* matrix_target(ModelWeights& w, LayerWeights& lw, Slot s, int64_t index) {
+  auto expert = [&](std::vector<Linear>& v) -> Linear* {
+    if (index < 0 || index >= int64_t(v.size())) return nullptr;
+    return &v[size_t(index)];
+  };
+  switch (s) {
+    case Slot::Embedding: return &w.embedding;
+    case Slot::Output: return &w.output;
+    case Slot::Q: return &lw.q;
+    case Slot::K: return &lw.k;
+    case Slot::V: return &lw.v;
+    case Slot::O: return &lw.o;
+    case Slot::MlpGateUp: return &lw.gate_up;
+    case Slot::MlpDown: return &lw.down;
+    case Slot::LinearIn: return &lw.linear_in;
+    case Slot::LinearOut: return &lw.linear_out;
+    case Slot::Router: return &lw.router;
+    case Slot::SharedGate: return &lw.shared_gate;
+    case Slot::SharedGateUp: return &lw.shared_gate_up;
+    case Slot::SharedDown: return &lw.shared_down;
+    case Slot::ExpertGateUp: return expert(lw.expert_gate_up);
+    case Slot::ExpertDown: return expert(lw.expert_down);
+    default: return nullptr;
+  }
+}
+
+// Loads consecutive specs sharing a slot (and expert index) as one target; calls tick per tensor.
+template <typename Tick>
+void load_specs(Loader& load, ModelWeights& w, LayerWeights& lw, const std::vector<TensorSpec>& specs, int64_t layer,
+                const Tick& tick) {
+  for (size_t i = 0; i < specs.size();) {
+    std::vector<const TensorSpec*> group = {&specs[i]};
+    size_t j = i + 1;
+    while (j < specs.size() && specs[j].slot == specs[i].slot && specs[j].index == specs[i].index) group.push_back(&specs[j++]);
+    const Slot slot = specs[i].slot;
+    if (is_vector_slot(slot)) {
+      *vector_target(w, lw, slot) = load.vec(group, layer);
+    } else if (Linear* m = matrix_target(w, lw, slot, specs[i].index)) {
+      *m = load.matrix(group, layer);
+    } else {
+      fail("architecture table names tensor {} that the loader does not place", specs[i].name);
+    }
+    for (size_t k = i; k < j; ++k) tick();
+    i = j;
+  }
+}
 
 }  // namespace
 
@@ -95,19 +236,12 @@ Model::Model(ModelConfig config, RankSlices slices, const WeightSource& source, 
   };
 
   weights_.layers.resize(size_t(c.num_layers));
+  LayerWeights unused;
   for (const TensorSpec& spec : global_tensors(c)) {
     bool needed = spec.role == SplitRole::EmbeddingRows ? slices_.has_embedding || (c.tie_word_embeddings && slices_.has_output)
                                                         : slices_.has_output;
-    if (needed) {
-      if (spec.role == SplitRole::EmbeddingRows) {
-        // Tied weights serve as the output head too, so they follow the output rows when those differ.
-        weights_.embedding = load.linear(spec, -1);
-      } else if (spec.role == SplitRole::OutputRows) {
-        weights_.output = load.linear(spec, -1);
-      } else {
-        weights_.final_norm = load.vec(spec, -1);
-      }
-    }
+    // Tied weights serve as the output head too, so they follow the output rows when those differ.
+    if (needed) load_specs(load, weights_, unused, {spec}, -1, [] {});
     tick();
   }
   if (c.tie_word_embeddings && slices_.embedding_rows != slices_.output_rows)
@@ -115,20 +249,11 @@ Model::Model(ModelConfig config, RankSlices slices, const WeightSource& source, 
 
   for (int64_t l = slices_.layers.begin; l < slices_.layers.end; ++l) {
     LayerWeights& lw = weights_.layers[size_t(l)];
-    const std::string p = layer_prefix(l);
-    for (const TensorSpec& spec : layer_tensors(c, l)) {
-      const std::string role = spec.name.substr(p.size());
-      if (auto v = std::find_if(std::begin(kVectors), std::end(kVectors), [&](auto& e) { return role == e.first; });
-          v != std::end(kVectors)) {
-        lw.*(v->second) = load.vec(spec, l);
-      } else if (auto m = std::find_if(std::begin(kMatrices), std::end(kMatrices), [&](auto& e) { return role == e.first; });
-                 m != std::end(kMatrices)) {
-        lw.*(m->second) = load.linear(spec, l);
-      } else {
-        fail("architecture table names tensor {} that the loader does not place", spec.name);
-      }
-      tick();
+    if (c.is_moe_layer(l)) {
+      lw.expert_gate_up.resize(size_t(c.num_experts));
+      lw.expert_down.resize(size_t(c.num_experts));
     }
+    load_specs(load, weights_, lw, layer_tensors(c, l), l, tick);
   }
 }
 
@@ -136,20 +261,21 @@ const kernels::WeightView& Model::output_head() const {
   return config_.tie_word_embeddings ? weights_.embedding.view : weights_.output.view;
 }
 
-}  // namespace uneven
-
-namespace uneven {
-
 uint64_t Model::touch_weights() const {
   uint64_t sum = 0;
-  auto touch = [&](const TensorBytes& b) {
-    const auto* p = static_cast<const volatile uint8_t*>(b.data());
-    for (size_t i = 0; i < b.size(); i += 4096) sum += p[i];
+  auto touch = [&](const Linear& m) {
+    const auto* p = static_cast<const volatile uint8_t*>(m.bytes.data());
+    for (size_t i = 0; i < m.bytes.size(); i += 4096) sum += p[i];
   };
-  touch(weights_.embedding.bytes);
-  touch(weights_.output.bytes);
-  for (const LayerWeights& l : weights_.layers)
-    for (const auto& m : kMatrices) touch((l.*(m.second)).bytes);
+  touch(weights_.embedding);
+  touch(weights_.output);
+  for (const LayerWeights& l : weights_.layers) {
+    for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.linear_in, &l.linear_out, &l.gate_up, &l.down, &l.router,
+                            &l.shared_gate, &l.shared_gate_up, &l.shared_down})
+      touch(*m);
+    for (const Linear& m : l.expert_gate_up) touch(m);
+    for (const Linear& m : l.expert_down) touch(m);
+  }
   return sum;
 }
 

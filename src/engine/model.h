@@ -18,12 +18,24 @@ struct Linear {
   kernels::WeightView view;  // rows x cols of this rank's slice
 };
 
+// One layer's share. Norm weights already include config.norm_weight_offset.
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;
+  // Full attention. q rows per head: the query, then (attn_output_gate) its gate.
   std::vector<float> q_norm, k_norm;          // qk_norm only
   std::vector<float> q_bias, k_bias, v_bias;  // attention_bias only (this rank's heads)
   Linear q, k, v, o;
-  Linear gate, up, down;
+  // Gated DeltaNet: one input product with rows q|k (the rank's key heads) v|z|b|a (its value heads);
+  // conv1d weights of its q|k|v channels [channels][kernel]; per value head A_log and dt_bias.
+  Linear linear_in, linear_out;
+  std::vector<float> conv, a_log, dt_bias, linear_norm;
+  // Dense MLP: gate rows then up rows in one matrix.
+  Linear gate_up, down;
+  // Mixture of experts: router and shared-expert gate replicated; every expert's and the shared
+  // expert's columns of this rank (gate rows then up rows; down columns).
+  Linear router, shared_gate;
+  std::vector<Linear> expert_gate_up, expert_down;
+  Linear shared_gate_up, shared_down;
 };
 
 struct ModelWeights {

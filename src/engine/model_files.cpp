@@ -32,15 +32,6 @@ ModelFiles open_model(const std::string& path, const OpenOptions& options) {
       else if (!options.random_weights) fail("{}: no tokenizer.json beside config.json", dir.string());
     }
   }
-  // The planner reads every family in scope; the forward pass runs dense full-attention layers so far.
-  for (int64_t l = 0; l < m.config.num_layers; ++l) {
-    if (m.config.is_moe_layer(l))
-      fail("{}: layer {} is a mixture-of-experts layer ({} experts, architecture '{}'); the engine runs dense layers "
-           "only so far (`uneven plan` can plan this model)", path, l, m.config.num_experts, m.config.architecture);
-    if (size_t(l) < m.config.layer_types.size() && m.config.layer_types[size_t(l)] != LayerKind::FullAttention)
-      fail("{}: layer {} is a linear-attention (Gated DeltaNet) layer (architecture '{}'); the engine runs full "
-           "attention only so far (`uneven plan` can plan this model)", path, l, m.config.architecture);
-  }
   if (options.random_weights) {
     m.weights = make_random_weight_source(m.config, options.random_dtype, options.seed);
   } else {

@@ -1,4 +1,5 @@
-// One sequence being generated on one rank: its KV cache, scratch buffers and the forward pass.
+// One sequence being generated on one rank: its KV cache, linear-attention state, scratch buffers and the
+// forward pass.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -11,11 +12,25 @@
 
 namespace uneven {
 
+// Weight bytes the forward pass read, by part of the model (a matrix counts once per product, however many
+// tokens the product covers: that is what a batched prompt saves).
+struct WeightReads {
+  double attention = 0;  // full attention projections
+  double linear = 0;     // Gated DeltaNet projections, conv1d and per-head vectors
+  double mlp = 0;        // dense MLP
+  double router = 0;     // routers and shared-expert gates
+  double shared = 0;     // shared experts
+  double experts = 0;    // routed experts actually run
+  double head = 0;       // output head and the embedding rows looked up
+  double total() const { return attention + linear + mlp + router + shared + experts + head; }
+};
+
 // Time spent per forward, for the figures that benches print.
 struct ForwardTimes {
   double compute_s = 0;
   double comm_s = 0;        // inside collectives: transfers, and waiting for slower ranks to arrive
   int64_t all_reduces = 0;  // of hidden-size vectors per token (two per layer in tensor parallelism)
+  WeightReads reads;
 };
 
 class Session {
@@ -25,22 +40,35 @@ class Session {
 
   // Runs `count` tokens at positions [position(), position() + count) and advances the position.
   // Fills `logits` with vocab_size values for the last token, or count x vocab_size when `all_logits`.
-  // Every rank must call it with the same tokens. Throws when the context would overflow.
+  // Every rank must call it with the same tokens. Throws when the context would overflow. A batch of
+  // tokens runs linear attention in its chunked form, a single token in its recurrent form.
   void forward(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits = false);
 
   const Model& model() const { return model_; }
   int64_t position() const { return position_; }
   int64_t context() const { return context_; }
-  void reset() { position_ = 0; }
+  // Back to position 0 with empty KV cache and zero linear-attention state.
+  void reset();
   const ForwardTimes& times() const { return times_; }
-  // Bytes of KV cache held by this rank.
+  // Bytes of KV cache (full-attention layers) held by this rank.
   uint64_t kv_cache_bytes() const;
+  // Bytes of Gated DeltaNet recurrent and conv state held by this rank.
+  uint64_t state_bytes() const;
 
  private:
   void forward_chunk(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits,
                      int64_t logits_offset);
+  void run_layer(int64_t layer, int64_t count);
   void attention_block(int64_t layer, int64_t count);
+  void linear_attention_block(int64_t layer, int64_t count);
   void mlp_block(int64_t layer, int64_t count);
+  void moe_block(int64_t layer, int64_t count);
+  // out[t] (+)= down(silu(gate) * up) of rows x[t]; gate_up holds gate rows then up rows.
+  void ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads,
+           bool accumulate = false);
+  void matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads, bool accumulate = false);
+  // Partial sums of the block in proj_ meet here; then the residual add.
+  void finish_block(int64_t count);
   void all_reduce(float* data, int64_t n);
   void broadcast(float* data, int64_t n, int root);
 
@@ -57,8 +85,13 @@ class Session {
   int64_t max_q_ = 0;  // most query heads this rank runs in any layer (plans may vary it per layer)
   // Per layer: [kv_local][context][head_dim], one contiguous run per KV head for the attention scan.
   std::vector<std::vector<float>> k_cache_, v_cache_;
+  // Per linear-attention layer: the last kernel-1 conv inputs of each of the rank's q|k|v channels
+  // ([channel][kernel-1], oldest first) and the recurrent state of each value head ([head][dk][dv]).
+  std::vector<std::vector<float>> conv_state_, recurrent_state_;
   // Scratch for a chunk of up to kMaxChunk tokens.
-  std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, scores_, cos_, sin_;
+  std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, scores_, cos_, sin_, q_gate_;
+  std::vector<float> mixed_, conv_out_, core_, beta_, decay_, delta_scratch_;
+  std::vector<float> router_logits_, expert_in_, expert_out_, shared_scalar_;
   std::vector<float> local_logits_, gathered_;  // vocabulary-split output head
   ForwardTimes times_;
 };

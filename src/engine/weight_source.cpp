@@ -15,7 +15,13 @@ namespace {
 class FileWeightSource final : public WeightSource {
  public:
   explicit FileWeightSource(std::shared_ptr<const TensorFiles> files) : files_(std::move(files)) {}
-  const TensorInfo* find(const std::string& name) const override { return files_->find(name); }
+  // Multimodal checkpoints keep the language model under model.language_model.* (the vision tower under
+  // model.visual.* and multi-token prediction under mtp.* are never asked for, so never read).
+  const TensorInfo* find(const std::string& name) const override {
+    if (const TensorInfo* t = files_->find(name)) return t;
+    if (name.starts_with("model.")) return files_->find("model.language_model." + name.substr(6));
+    return nullptr;
+  }
   TensorBytes read_rows(const TensorInfo& t, int64_t b, int64_t e) const override { return files_->read_rows(t, b, e); }
   TensorBytes read_cols(const TensorInfo& t, int64_t b, int64_t e) const override { return files_->read_cols(t, b, e); }
   uint64_t bytes_touched() const override { return files_->data_bytes_touched(); }
@@ -49,9 +55,12 @@ class RandomWeightSource final : public WeightSource {
       info.nbytes = uint64_t(info.numel()) * dtype_size(dtype);
       bool is_norm = spec.name.find("norm") != std::string::npos;
       bool is_bias = spec.name.ends_with(".bias");
+      // Norm weights near 1 as the forward pass applies them: offset norms store w - 1; the gated norm of
+      // linear attention multiplies by w itself.
+      const bool gated_norm = spec.slot == Slot::LinearNorm;
       Params p;
       p.name_hash = splitmix64(fnv1a(spec.name) ^ seed_);
-      p.offset = is_norm ? 1.0f : 0.0f;
+      p.offset = is_norm ? (gated_norm ? 1.0f : 1.0f - c.norm_weight_offset) : 0.0f;
       p.scale = is_norm ? 0.1f : is_bias ? 0.02f : std::sqrt(3.0f / float(spec.shape.back()));
       params_[spec.name] = p;
       tensors_[spec.name] = info;

@@ -18,14 +18,20 @@ struct FamilyTraits {
   bool attention_bias;
   bool qk_norm;
   bool attn_output_gate;
-  bool hybrid;  // has Gated DeltaNet layers
+  bool hybrid;              // has Gated DeltaNet layers
+  float norm_weight_offset;  // RMSNorm weights stored as w - 1
+  bool fused_linear_projections;  // in_proj_qkvz / in_proj_ba
 };
 constexpr FamilyTraits kFamilies[] = {
-    {"llama", false, false, false, false},      {"qwen2", true, false, false, false},
-    {"qwen3", false, true, false, false},       {"qwen3_moe", false, true, false, false},
-    {"qwen3_next", false, true, true, true},    {"qwen3_5", false, true, true, true},
-    {"qwen3_5_moe", false, true, true, true},   {"qwen3_5_text", false, true, true, true},
-    {"qwen3_5_moe_text", false, true, true, true},
+    {"llama", false, false, false, false, 0.0f, false},
+    {"qwen2", true, false, false, false, 0.0f, false},
+    {"qwen3", false, true, false, false, 0.0f, false},
+    {"qwen3_moe", false, true, false, false, 0.0f, false},
+    {"qwen3_next", false, true, true, true, 1.0f, true},
+    {"qwen3_5", false, true, true, true, 1.0f, false},
+    {"qwen3_5_moe", false, true, true, true, 1.0f, false},
+    {"qwen3_5_text", false, true, true, true, 1.0f, false},
+    {"qwen3_5_moe_text", false, true, true, true, 1.0f, false},
 };
 
 const FamilyTraits& family(const std::string& model_type, const std::string& source) {
@@ -100,11 +106,14 @@ ModelConfig config_from_hf_json(const json& root, const std::string& source) {
     c.attention_bias = get_or<bool>(j, "attention_bias", traits.attention_bias);
     c.qk_norm = traits.qk_norm;
     c.attn_output_gate = get_or<bool>(j, "attn_output_gate", traits.attn_output_gate);
+    c.norm_weight_offset = traits.norm_weight_offset;
+    c.linear_fused_projections = traits.fused_linear_projections;
     c.torch_dtype = get_or<std::string>(j, "torch_dtype",
                                         get_or<std::string>(j, "dtype", get_or<std::string>(root, "torch_dtype", "float32")));
     read_rope(j, c);
 
-    c.num_experts = get_or<int64_t>(j, "num_experts", 0);
+    // transformers 5 writes Qwen3-MoE's expert count as num_local_experts, earlier versions as num_experts.
+    c.num_experts = get_or<int64_t>(j, "num_experts", get_or<int64_t>(j, "num_local_experts", 0));
     c.num_experts_per_tok = get_or<int64_t>(j, "num_experts_per_tok", 0);
     c.moe_intermediate_size = get_or<int64_t>(j, "moe_intermediate_size", 0);
     c.shared_expert_intermediate_size = get_or<int64_t>(j, "shared_expert_intermediate_size", 0);
@@ -129,6 +138,7 @@ ModelConfig config_from_hf_json(const json& root, const std::string& source) {
       if (int64_t(it->size()) != c.num_layers)
         fail("{}: layer_types has {} entries but num_hidden_layers is {}", source, it->size(), c.num_layers);
       for (size_t l = 0; l < it->size(); ++l) {
+        if (!(*it)[l].is_string()) fail("{}: layer_types[{}] is not a string", source, l);
         std::string kind = (*it)[l].get<std::string>();
         if (kind == "linear_attention") c.layer_types[l] = LayerKind::LinearAttention;
         else if (kind != "full_attention" && kind != "sliding_attention")
@@ -230,6 +240,11 @@ void validate(const ModelConfig& c, const std::string& source) {
          source, c.rotary_dim(), c.head_dim, c.partial_rotary_factor);
   if (c.rope_scaling.type != "default" && c.rope_scaling.type != "linear" && c.rope_scaling.type != "llama3")
     fail("{}: unsupported rope scaling type '{}' (supported: default, linear, llama3)", source, c.rope_scaling.type);
+  if (c.hidden_act != "silu")
+    fail("{}: hidden_act '{}' is not supported (supported: silu)", source, c.hidden_act);
+  if (c.num_experts < 0) fail("{}: num_experts must not be negative, got {}", source, c.num_experts);
+  if (c.shared_expert_intermediate_size < 0)
+    fail("{}: shared_expert_intermediate_size must not be negative, got {}", source, c.shared_expert_intermediate_size);
   if (c.num_experts > 0) {
     positive(c.num_experts_per_tok, "num_experts_per_tok");
     positive(c.moe_intermediate_size, "moe_intermediate_size");

@@ -38,6 +38,9 @@ struct ModelConfig {
   bool attention_bias = false;     // q/k/v projections carry a bias (qwen2)
   bool qk_norm = false;            // RMSNorm over each head of q and k (qwen3)
   bool attn_output_gate = false;   // q_proj yields query and a sigmoid gate per head (qwen3_next, qwen3_5)
+  // RMSNorm weights stored as an offset from one: the norm multiplies by (offset + w) (qwen3_next, qwen3_5:
+  // 1; everyone else 0). The gated RMSNorm of linear attention multiplies by w itself either way.
+  float norm_weight_offset = 0.0f;
   std::string hidden_act = "silu";
 
   // Mixture of experts (0 experts = dense).
@@ -54,6 +57,9 @@ struct ModelConfig {
   int64_t linear_key_head_dim = 0;
   int64_t linear_value_head_dim = 0;
   int64_t linear_conv_kernel_dim = 0;
+  // Layout of the linear-attention input projections: false = separate in_proj_qkv, in_proj_z, in_proj_b,
+  // in_proj_a (qwen3_5); true = fused in_proj_qkvz / in_proj_ba interleaved per key-head group (qwen3_next).
+  bool linear_fused_projections = false;
   std::vector<LayerKind> layer_types;  // per layer; filled for all families
 
   std::string torch_dtype = "float32";  // dtype of the checkpoint as declared
@@ -63,6 +69,15 @@ struct ModelConfig {
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
   int64_t rotary_dim() const { return int64_t(double(head_dim) * partial_rotary_factor); }
+  // Rows of q_proj per query head: the query, and with attn_output_gate its gate after it.
+  int64_t q_rows_per_head() const { return head_dim * (attn_output_gate ? 2 : 1); }
+  int64_t linear_value_heads_per_key_head() const {
+    return linear_num_key_heads > 0 ? linear_num_value_heads / linear_num_key_heads : 0;
+  }
+  // Channels of the causal conv1d: q and k of every key head, v of every value head.
+  int64_t linear_conv_dim() const {
+    return 2 * linear_num_key_heads * linear_key_head_dim + linear_num_value_heads * linear_value_head_dim;
+  }
   bool is_moe_layer(int64_t layer) const;
 };
 
