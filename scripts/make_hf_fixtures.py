@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 
@@ -140,12 +141,137 @@ FIXTURES = [
         prompt="A function takes some input, does some work, and returns a result: 3.14159 is written "
                "with a comment nearby.",
     ),
+    # ---- Mixture-of-experts and hybrid (gated delta net + gated attention) fixtures. Appended here so the
+    # fixtures above keep their index and so their seeds. All use hidden 64, head_dim 16 and the qwen tokenizer.
+    # Extra keys: model_type (checked against the config), hf_class (the class that builds and loads it; None
+    # means AutoModelForCausalLM), moe (config fields), linear (gated delta net config fields), layer_types,
+    # norm_offset (the RMSNorms compute x * (1 + w)), vision (vision_config fields of the multimodal models),
+    # mtp (add fake multi-token-prediction tensors to the file), stacked (write the experts as 3-D tensors),
+    # min_prompt_tokens.
+    dict(
+        name="qwen3_moe_e16",
+        arch="qwen3_moe",
+        model_type="qwen3_moe",
+        hf_class=None,
+        tokenizer="qwen",
+        # Layer 1 is a dense MLP (mlp_only_layers), layers 0 and 2 route to 4 of 16 experts without
+        # renormalising the top-4 probabilities (norm_topk_prob False; qwen3_next covers True).
+        hidden=64, layers=3, heads=4, kv_heads=2, head_dim=16, intermediate=96,
+        tied=False, eps=1e-6, max_pos=512,
+        rope=dict(rope_type="default", rope_theta=1000000.0),
+        moe=dict(num_experts=16, num_experts_per_tok=4, moe_intermediate_size=32, norm_topk_prob=False,
+                 decoder_sparse_step=1, mlp_only_layers=[1]),
+        config_style="5.x", shard=None, bf16=False,
+        prompt="In the city, the market opened at eight; bakers carried trays of bread, and Tomas shouted "
+               "the headlines about 40 millimetres of rain.",
+    ),
+    dict(
+        name="qwen3_next",
+        arch="qwen3_next",
+        model_type="qwen3_next",
+        hf_class=None,
+        tokenizer="qwen",
+        # 3 gated-delta-net layers then one gated full-attention layer (full_attention_interval 4); linear
+        # attention with 2 key heads serving 6 value heads (ratio 3) and key dim 16 != value dim 8; layers 0, 1
+        # and 3 are MoE (16 experts, top-2, renormalised, plus a sigmoid-gated shared expert), layer 2 is dense.
+        # rope_theta 10000 rather than Qwen's 1e7: with 4 rotary dims (16 * 0.25) the second frequency then
+        # turns by a visible angle over the prompt.
+        hidden=64, layers=4, heads=4, kv_heads=2, head_dim=16, intermediate=96,
+        tied=False, eps=1e-6, max_pos=512,
+        rope=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25),
+        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        linear=dict(linear_num_key_heads=2, linear_num_value_heads=6, linear_key_head_dim=16,
+                    linear_value_head_dim=8, linear_conv_kernel_dim=4),
+        moe=dict(num_experts=16, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
+                 shared_expert_intermediate_size=48, decoder_sparse_step=1, mlp_only_layers=[2]),
+        norm_offset=True,
+        config_style="5.x", shard=None, bf16=False,
+        # More than 64 tokens: transformers' chunked gated delta rule works in chunks of 64, so the prompt
+        # crosses a chunk boundary (and prompt + continuation crosses two).
+        min_prompt_tokens=80,
+        prompt="The morning train left the valley a little after six. The small grey cat slipped into the last "
+               "carriage, curled up under a bench and listened to the wheels. At the third station a woman with "
+               "a green umbrella opened a book about old bridges, and the tired violinist woke up, looked at the "
+               "cat, and smiled for the first time that week.",
+    ),
+    dict(
+        name="qwen3_5_text",
+        arch="qwen3_5_text",
+        model_type="qwen3_5_text",
+        hf_class=None,
+        tokenizer="qwen",
+        # Dense Qwen3.5 text model (Qwen3_5ForCausalLM): 3 gated-delta-net layers (2 key heads, 4 value heads,
+        # separate in_proj_qkv / in_proj_z / in_proj_b / in_proj_a) then gated full attention; tied embeddings.
+        hidden=64, layers=4, heads=4, kv_heads=2, head_dim=16, intermediate=96,
+        tied=True, eps=1e-6, max_pos=512,
+        rope=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25,
+                  mrope_interleaved=True, mrope_section=[1, 1, 0]),
+        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        linear=dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                    linear_value_head_dim=16, linear_conv_kernel_dim=4),
+        norm_offset=True,
+        config_style="5.x", shard=None, bf16=False,
+        min_prompt_tokens=65,
+        prompt="Hikers were told to carry water, a map and a warm coat. In the evening the lights of the town "
+               "came on one by one, like a slow wave moving up the hill, and the river kept moving.",
+    ),
+    dict(
+        name="qwen3_5_vl",
+        arch="qwen3_5",
+        model_type="qwen3_5",
+        hf_class="Qwen3_5ForConditionalGeneration",
+        tokenizer="qwen",
+        # The multimodal dense checkpoint layout: text under model.language_model.*, a (tiny, unused) vision
+        # tower under model.visual.*, lm_head.weight at the top, plus fake mtp.* tensors that loaders must skip.
+        hidden=64, layers=4, heads=4, kv_heads=2, head_dim=16, intermediate=96,
+        tied=False, eps=1e-6, max_pos=512,
+        rope=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25,
+                  mrope_interleaved=True, mrope_section=[1, 1, 0]),
+        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        linear=dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                    linear_value_head_dim=16, linear_conv_kernel_dim=4),
+        vision=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, in_channels=3, patch_size=16,
+                    temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64, num_position_embeddings=16),
+        norm_offset=True, mtp=True,
+        config_style="5.x", shard=None, bf16=False,
+        prompt="Some say the grey cat lives in the library now, sleeping on the shelf of books about the sea; "
+               "others say she rides the train every day.",
+    ),
+    dict(
+        name="qwen3_5_moe_stacked",
+        arch="qwen3_5_moe",
+        model_type="qwen3_5_moe",
+        hf_class="Qwen3_5MoeForConditionalGeneration",
+        tokenizer="qwen",
+        # The multimodal MoE layout with the experts stacked as real Qwen3.5 MoE checkpoints ship them:
+        # mlp.experts.gate_up_proj [E, 2 * moe_intermediate, hidden] (per expert: gate rows, then up rows) and
+        # mlp.experts.down_proj [E, hidden, moe_intermediate]; every layer MoE (16 experts, top-4, renormalised)
+        # with a shared expert.
+        hidden=64, layers=4, heads=4, kv_heads=2, head_dim=16, intermediate=None,
+        tied=False, eps=1e-6, max_pos=512,
+        rope=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25,
+                  mrope_interleaved=True, mrope_section=[1, 1, 0]),
+        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+        linear=dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                    linear_value_head_dim=16, linear_conv_kernel_dim=4),
+        moe=dict(num_experts=16, num_experts_per_tok=4, moe_intermediate_size=32,
+                 shared_expert_intermediate_size=48),
+        vision=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, in_channels=3, patch_size=16,
+                    temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64, num_position_embeddings=16),
+        norm_offset=True, mtp=True, stacked=True,
+        config_style="5.x", shard=None, bf16=False,
+        prompt="Learning a new language is like walking into a house where every door opens onto another "
+               "hallway: bread and water first, then the weather, and much later the jokes.",
+    ),
 ]
+
+DENSE_ARCHS = ("llama", "qwen2", "qwen3")  # the original fixtures; their code paths stay as they were
 
 N_GREEDY = 32
 SEEDS_TO_TRY = 40
 MIN_DISTINCT = 12       # greedy continuation must use at least this many different tokens
 MIN_MARGIN = 2e-3       # top-1 minus top-2 logit at each greedy step, far above fp32 rounding noise
+MIN_ROUTER_GAP = 1e-4   # k-th minus (k+1)-th router probability, every MoE layer and position (MoE fixtures)
 
 
 def log(*a):
@@ -220,9 +346,14 @@ def tokenizer_config(tok, kind):
 
 
 def expected_inv_freq(rope, head_dim):
-    """RoPE inverse frequencies computed here from the published formulas, to check transformers' own."""
+    """RoPE inverse frequencies computed here from the published formulas, to check transformers' own.
+
+    With partial_rotary_factor only the first head_dim * factor dimensions rotate, and the frequencies are
+    those of a head of that size.
+    """
     theta = rope["rope_theta"]
-    inv = [1.0 / theta ** (i / head_dim) for i in range(0, head_dim, 2)]
+    dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+    inv = [1.0 / theta ** (i / dim) for i in range(0, dim, 2)]
     if rope["rope_type"] == "default":
         return inv
     assert rope["rope_type"] == "llama3"
@@ -242,6 +373,8 @@ def expected_inv_freq(rope, head_dim):
 
 
 def make_config(fx, tok):
+    if fx["arch"] not in DENSE_ARCHS:
+        return make_config_moe_hybrid(fx, tok)
     common = dict(
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
         hidden_size=fx["hidden"],
@@ -279,7 +412,194 @@ def make_config(fx, tok):
     return cfg
 
 
+def text_config_kwargs(fx, tok):
+    """The text-model config fields of a MoE / hybrid fixture (no attn_implementation: given separately)."""
+    eot = tok.token_to_id("<|endoftext|>")
+    kw = dict(
+        vocab_size=tok.get_vocab_size(with_added_tokens=True),
+        hidden_size=fx["hidden"],
+        num_hidden_layers=fx["layers"],
+        num_attention_heads=fx["heads"],
+        num_key_value_heads=fx["kv_heads"],
+        head_dim=fx["head_dim"],
+        max_position_embeddings=fx["max_pos"],
+        rms_norm_eps=fx["eps"],
+        tie_word_embeddings=fx["tied"],
+        attention_bias=False,
+        rope_parameters=dict(fx["rope"]),
+        bos_token_id=eot,
+        eos_token_id=eot,
+    )
+    if fx["intermediate"] is not None:  # Qwen3_5MoeTextConfig has no dense MLP and no intermediate_size
+        kw["intermediate_size"] = fx["intermediate"]
+    if "layer_types" in fx:
+        kw["layer_types"] = list(fx["layer_types"])
+    kw.update(fx.get("linear", {}))
+    kw.update({k: (list(v) if isinstance(v, list) else v) for k, v in fx.get("moe", {}).items()})
+    return kw
+
+
+def make_config_moe_hybrid(fx, tok):
+    """Configs of the Qwen3-MoE / Qwen3-Next / Qwen3.5 fixtures (transformers 5 classes only, no 4.x fallback)."""
+    text = text_config_kwargs(fx, tok)
+    arch = fx["arch"]
+    if arch in ("qwen3_moe", "qwen3_next", "qwen3_5_text"):
+        cls = {"qwen3_moe": transformers.Qwen3MoeConfig, "qwen3_next": transformers.Qwen3NextConfig,
+               "qwen3_5_text": transformers.Qwen3_5TextConfig}[arch]
+        cfg = cls(**text, attn_implementation="eager")
+        tcfg = cfg
+    elif arch in ("qwen3_5", "qwen3_5_moe"):
+        cls = {"qwen3_5": transformers.Qwen3_5Config, "qwen3_5_moe": transformers.Qwen3_5MoeConfig}[arch]
+        # Sub-configs as dicts: the composite config builds them with its own sub-config classes.
+        cfg = cls(text_config=dict(text), vision_config=dict(fx["vision"]), tie_word_embeddings=fx["tied"],
+                  attn_implementation="eager")
+        tcfg = cfg.text_config
+    else:
+        raise ValueError(arch)
+    if cfg.model_type != fx["model_type"]:
+        raise RuntimeError(f"{fx['name']}: config model_type {cfg.model_type!r} != {fx['model_type']!r}")
+    rp = getattr(tcfg, "rope_parameters", None)
+    want = dict(fx["rope"])
+    if not isinstance(rp, dict) or any(rp.get(k) != v for k, v in want.items()):
+        raise RuntimeError(f"{fx['name']}: config rope_parameters {rp!r} do not hold {want!r}")
+    if "layer_types" in fx and list(tcfg.layer_types) != list(fx["layer_types"]):
+        raise RuntimeError(f"{fx['name']}: layer_types {tcfg.layer_types} != {fx['layer_types']}")
+    for k, v in list(fx.get("moe", {}).items()) + list(fx.get("linear", {}).items()):
+        if getattr(tcfg, k, None) != v:
+            raise RuntimeError(f"{fx['name']}: config {k} = {getattr(tcfg, k, None)!r}, wanted {v!r}")
+    return cfg
+
+
+def model_class(fx):
+    """The class that builds and loads a fixture: AutoModelForCausalLM, or the named multimodal class."""
+    if fx.get("hf_class"):
+        return getattr(transformers, fx["hf_class"])
+    return AutoModelForCausalLM
+
+
+def new_model(fx, cfg):
+    """A fresh float32 model in eval mode for the config (the dense fixtures exactly as before)."""
+    if fx["arch"] in DENSE_ARCHS:
+        return AutoModelForCausalLM.from_config(cfg).float().eval()
+    cls = model_class(fx)
+    if cls is AutoModelForCausalLM:
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    else:
+        model = cls(cfg)
+    if fx.get("hf_class") and type(model).__name__ != fx["hf_class"]:
+        raise RuntimeError(f"{fx['name']}: built {type(model).__name__}, wanted {fx['hf_class']}")
+    prepare_moe_hybrid(model, fx)
+    return model.float().eval()
+
+
+def prepare_moe_hybrid(model, fx):
+    """Eager attention everywhere and, for MoE models, the reference (eager) experts loop, not grouped_mm."""
+    if hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+        except Exception as e:  # noqa: BLE001 -- keep going; the implementations are logged below
+            log(f"  WARNING: set_attn_implementation('eager') failed: {e!r}")
+    if "moe" in fx:
+        if hasattr(model, "set_experts_implementation"):
+            try:
+                model.set_experts_implementation("eager")
+            except Exception as e:  # noqa: BLE001
+                log(f"  WARNING: set_experts_implementation('eager') failed: {e!r}")
+        else:
+            log("  WARNING: model has no set_experts_implementation; experts run as transformers chooses")
+    impl = implementations(model)
+    if impl["attention"] != ["eager"] or impl["experts"] not in ([], ["eager"]):
+        log(f"  WARNING: implementations are {impl}")
+
+
+def implementations(model):
+    """The attention and experts implementations the modules will use (from the configs they hold)."""
+    attn, experts = set(), set()
+    for _, mod in model.named_modules():
+        cfg = getattr(mod, "config", None)
+        if cfg is None:
+            continue
+        if type(mod).__name__.endswith("Experts"):
+            experts.add(str(getattr(cfg, "_experts_implementation", None)))
+        if type(mod).__name__.endswith("Attention") and "Vision" not in type(mod).__name__:
+            attn.add(str(getattr(cfg, "_attn_implementation", None)))
+    return dict(attention=sorted(attn), experts=sorted(experts))
+
+
 def randomize(model, fx, seed):
+    if fx["arch"] not in DENSE_ARCHS:
+        return randomize_moe_hybrid(model, fx, seed)
+    return randomize_dense(model, fx, seed)
+
+
+def randomize_moe_hybrid(model, fx, seed):
+    """randomize_dense's scheme for the MoE / hybrid fixtures, deciding norms by their module class.
+
+    Qwen3-Next / Qwen3.5 RMSNorms compute x * (1 + w) and transformers initialises w to zeros, so w gets
+    U(-0.5, 0.5); their gated norm (linear_attn.norm, class ...RMSNormGated) multiplies by w and gets
+    U(0.5, 1.5), as do Qwen3-MoE's plain norms. The gated delta net gets A = exp(A_log) in [1, 16],
+    dt_bias in [0.5, 1.5] and conv1d N(0, 1/kernel); routers N(0, (2/sqrt(hidden))^2) so routing is spread;
+    stacked experts N(0, 1/fan_in) with fan_in their last dimension; the vision tower (unused by text input)
+    small N(0, 0.02^2) values.
+    """
+    g = torch.Generator().manual_seed(seed)
+    hidden = fx["hidden"]
+    owner = {}
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        for pname, _ in mod.named_parameters(recurse=False, remove_duplicate=False):
+            owner[f"{mname}.{pname}" if mname else pname] = mod
+    odd_init = []
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            mod = owner[name]
+            cls = type(mod).__name__
+            leaf = name.rsplit(".", 1)[-1]
+            if name.startswith("model.visual.") or ".visual." in name:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+            elif "RMSNorm" in cls:
+                gated = "Gated" in cls
+                offset = fx.get("norm_offset", False) and not gated
+                # Check the family assumption against transformers' own init: zeros for x * (1 + w), ones else.
+                if not bool((p == (0.0 if offset else 1.0)).all()):
+                    odd_init.append(f"{name} ({cls})")
+                if offset:
+                    p.copy_(torch.rand(p.shape, generator=g) - 0.5)
+                else:
+                    p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            elif leaf == "A_log":
+                p.copy_(torch.log(1.0 + 15.0 * torch.rand(p.shape, generator=g)))
+            elif leaf == "dt_bias":
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            elif name.endswith("conv1d.weight"):
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+            elif name.endswith("embed_tokens.weight"):
+                std = 2.0 / math.sqrt(hidden) if fx["tied"] else 0.5
+                p.copy_(std * torch.randn(p.shape, generator=g))
+            elif name == "lm_head.weight":
+                p.copy_(2.0 / math.sqrt(hidden) * torch.randn(p.shape, generator=g))
+            elif name.endswith("mlp.gate.weight"):
+                p.copy_(2.0 / math.sqrt(hidden) * torch.randn(p.shape, generator=g))
+            elif name.endswith("shared_expert_gate.weight"):
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(hidden))
+            elif leaf in ("gate_up_proj", "down_proj") and p.dim() == 3:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+            elif name.endswith(".bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            elif leaf == "weight" and isinstance(mod, torch.nn.Linear):
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+            else:
+                raise RuntimeError(f"unexpected parameter {name} ({cls}, {tuple(p.shape)})")
+    if odd_init:
+        log(f"  WARNING: norm weights not initialised as their class suggests (x*w: ones, x*(1+w): zeros): "
+            f"{odd_init}")
+    inp, outp = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    if fx["tied"]:
+        assert outp.data_ptr() == inp.data_ptr(), "not tied"
+    else:
+        assert outp.data_ptr() != inp.data_ptr(), "tied, but the fixture is untied"
+
+
+def randomize_dense(model, fx, seed):
     """Seeded weights with O(1) activations so logits are spread out and greedy continuations vary.
 
     transformers' own init (std 0.02) gives nearly flat logits, whose greedy continuation is one token
@@ -353,16 +673,31 @@ def shard_by_hand(d, model, max_size):
 
 
 def get_inv_freq(model):
-    """The RoPE inverse frequencies the model actually uses (its rotary embedding's buffer)."""
+    """The RoPE inverse frequencies the model actually uses (its text rotary embedding's buffer).
+
+    Multimodal models also have the vision tower's 2-D rotary embedding (model.visual.rotary_pos_emb.inv_freq),
+    which is skipped.
+    """
     for name, b in model.named_buffers():
-        if name.endswith("inv_freq") and "original" not in name:
+        if name.endswith("inv_freq") and "original" not in name and "visual" not in name:
             return b.double().tolist()
     raise RuntimeError("model has no inv_freq buffer")
 
 
-def load(d):
-    m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
-    return m.eval()
+def load(d, fx=None):
+    if fx is None or fx["arch"] in DENSE_ARCHS:
+        m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+        return m.eval()
+    m, info = model_class(fx).from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
+                                              output_loading_info=True)
+    if fx.get("hf_class") and type(m).__name__ != fx["hf_class"]:
+        raise RuntimeError(f"{fx['name']}: loaded {type(m).__name__}, wanted {fx['hf_class']}")
+    prepare_moe_hybrid(m, fx)
+    info = {k: sorted(map(str, v)) for k, v in (info or {}).items() if isinstance(v, (list, set, tuple))}
+    if any(info.values()):
+        log(f"  loading info: {info}")
+    m.fixture_loading_info = info
+    return m.float().eval()
 
 
 def reference_run(model, prompt_ids, special_ids):
@@ -377,8 +712,17 @@ def reference_run(model, prompt_ids, special_ids):
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc)
         greedy = out[0, len(prompt_ids):].tolist()
         # One uncached forward over prompt + continuation: every greedy id must be the plain argmax there
-        # (no processor changed it), with a margin well above rounding noise.
-        full = model(torch.tensor([prompt_ids + greedy])).logits[0].float()
+        # (no processor changed it), with a margin well above rounding noise. MoE models: the router gaps of
+        # this forward, i.e. of every position of prompt + continuation, are recorded too.
+        routers = find_routers(model)
+        gaps, hooks = {}, []
+        for rname, rmod, k in routers:
+            hooks.append(rmod.register_forward_hook(router_hook(rname, k, gaps), with_kwargs=True))
+        try:
+            full = model(torch.tensor([prompt_ids + greedy])).logits[0].float()
+        finally:
+            for h in hooks:
+                h.remove()
     n = len(prompt_ids)
     margins, argmax_ok = [], True
     for t in range(N_GREEDY):
@@ -397,12 +741,54 @@ def reference_run(model, prompt_ids, special_ids):
         logit_std=float(logits.std()),
         prompt_vs_full_max_diff=prompt_consistency,
     )
+    if routers:
+        n_all = len(prompt_ids) + len(greedy)
+        per_layer, used = {}, {}
+        for rname, _, _ in routers:
+            if rname not in gaps:
+                raise RuntimeError(f"router {rname} was not called")
+            calls = gaps[rname]
+            gap = torch.cat([c[0] for c in calls])
+            if gap.numel() != n_all:
+                raise RuntimeError(f"router {rname} saw {gap.numel()} positions, expected {n_all}")
+            per_layer[rname] = float(gap.min())
+            used[rname] = len(set(torch.cat([c[1] for c in calls]).flatten().tolist()))
+        stats.update(router_min_gap=min(per_layer.values()), router_min_gap_per_layer=per_layer,
+                     router_top_k=routers[0][2], router_experts_used=used, router_positions=n_all)
     return logits, greedy, stats
+
+
+def find_routers(model):
+    """(name, module, top_k) of every MoE router (the mlp.gate modules whose weight is [experts, hidden])."""
+    tcfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    k = getattr(tcfg, "num_experts_per_tok", None)
+    n_exp = getattr(tcfg, "num_experts", None)
+    out = []
+    for name, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if (name.endswith("mlp.gate") and isinstance(w, torch.Tensor) and w.dim() == 2
+                and w.shape[0] == n_exp and k):
+            out.append((name, mod, int(k)))
+    return out
+
+
+def router_hook(name, k, gaps):
+    """Forward hook: softmax router probabilities recomputed in fp32 from the router's input and weight, then
+    per token the gap between the k-th and (k+1)-th largest, and the chosen experts."""
+    def hook(mod, args, kwargs, output):
+        x = args[0] if args else next(iter(kwargs.values()))
+        with torch.no_grad():
+            h = x.reshape(-1, x.shape[-1]).float()
+            probs = torch.softmax(torch.nn.functional.linear(h, mod.weight.float()), dim=-1)
+            top = torch.topk(probs, k + 1, dim=-1)
+        gaps.setdefault(name, []).append((top.values[:, k - 1] - top.values[:, k], top.indices[:, :k]))
+    return hook
 
 
 def acceptable(st):
     return (st["n_new"] == N_GREEDY and st["argmax_ok"] and st["distinct"] >= MIN_DISTINCT
-            and st["min_margin"] >= MIN_MARGIN and not st["specials"])
+            and st["min_margin"] >= MIN_MARGIN and not st["specials"]
+            and st.get("router_min_gap", 1.0) >= MIN_ROUTER_GAP)
 
 
 def save_tokenizer(d, tok, kind):
@@ -469,7 +855,7 @@ def try_seed(fx, tok, d, seed, special_ids):
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(make_config(fx, tok)).float().eval()
+    model = new_model(fx, make_config(fx, tok))
     randomize(model, fx, seed)
 
     exp = expected_inv_freq(fx["rope"], fx["head_dim"])
@@ -491,15 +877,23 @@ def try_seed(fx, tok, d, seed, special_ids):
         if len(shards) < 2:
             raise RuntimeError(f"{name}: not sharded: {os.listdir(d)}")
         extra.update(sharded=True, shards=shards)
+    if fx["arch"] not in DENSE_ARCHS:
+        extra.update(finish_checkpoint(d, model, fx, seed))
 
     prompt = fx["prompt"]
     prompt_ids, raw_ids, hf_tok = encode_prompt(d, tok, prompt)
+    if len(prompt_ids) < fx.get("min_prompt_tokens", 0):
+        raise RuntimeError(f"{name}: prompt has {len(prompt_ids)} tokens, needs {fx['min_prompt_tokens']}")
     with torch.no_grad():
         mem_logits = model(torch.tensor([prompt_ids])).logits[0]
 
     # The reference numbers come from the checkpoint as written (transformers-5 config), reloaded the way
     # users load it.
-    loaded = load(d)
+    if fx["arch"] in DENSE_ARCHS:
+        loaded = load(d)
+    else:
+        loaded, more = load_moe_hybrid(d, fx, model)
+        extra.update(more)
     inv2 = get_inv_freq(loaded)
     if len(inv2) != len(exp) or max(abs(a - b) / b for a, b in zip(inv2, exp)) > 1e-5:
         raise RuntimeError(f"{name}: reloaded rope inv_freq {inv2} != expected {exp}")
@@ -538,6 +932,182 @@ def try_seed(fx, tok, d, seed, special_ids):
         bf16 = dict(dir=d16, logits=lg16, greedy=gr16, stats=st16)
     return dict(seed=seed, prompt=prompt, prompt_ids=prompt_ids, raw_ids=raw_ids, logits=logits, greedy=greedy,
                 stats=st, extra=extra, bf16=bf16, hf_tok=hf_tok)
+
+
+def load_moe_hybrid(d, fx, model):
+    """Reload a MoE / hybrid fixture; returns (model for the reference, reference.json fields).
+
+    For the stacked-experts checkpoint, written here rather than by save_pretrained, a failed or inexact reload
+    is not fatal: the file is kept, the reference comes from the in-memory model, and the log says so.
+    """
+    try:
+        loaded = load(d, fx)
+        info = loaded.fixture_loading_info
+    except Exception as e:  # noqa: BLE001
+        if not fx.get("stacked"):
+            raise
+        log(f"  WARNING: transformers could not load the stacked checkpoint ({e!r}); reference from memory")
+        return model, dict(reference_from="in-memory model (transformers could not load the file)")
+    if info.get("missing_keys") or info.get("mismatched_keys"):
+        if not fx.get("stacked"):
+            raise RuntimeError(f"{fx['name']}: reload left weights uninitialised: {info}")
+        log(f"  WARNING: stacked checkpoint reloads incompletely ({info}); reference from memory")
+        return model, dict(reference_from="in-memory model (reload incomplete)", loading_info=info)
+    more = dict(reference_from="reloaded checkpoint", loading_info=info, implementations=implementations(loaded))
+    if fx.get("stacked"):
+        with torch.no_grad():
+            ids = torch.arange(1, 40).remainder(model.config.get_text_config().vocab_size)[None]
+            diff = float((loaded(ids).logits - model(ids).logits).abs().max())
+        if diff != 0.0:
+            log(f"  WARNING: stacked checkpoint reloads with max logit diff {diff}; reference from memory")
+            return model, dict(reference_from=f"in-memory model (reload differs by {diff})", loading_info=info)
+    return loaded, more
+
+
+def read_safetensors(path):
+    with safetensors.safe_open(path, framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, meta
+
+
+def checkpoint_layout(d):
+    """What the written checkpoint holds: tensor names, their top-level prefixes, the experts layout (one
+    tensor per expert or 3-D stacked) and the linear-attention input projections."""
+    keys = []
+    for fn in sorted(os.listdir(d)):
+        if fn.endswith(".safetensors"):
+            with safetensors.safe_open(os.path.join(d, fn), framework="pt") as f:
+                keys += list(f.keys())
+    prefixes = set()
+    for k in keys:
+        parts = k.split(".")
+        if parts[0] == "model" and len(parts) > 2 and parts[1] in ("visual", "language_model"):
+            prefixes.add("model." + parts[1])
+        else:
+            prefixes.add(parts[0])
+    main = [k for k in keys if not k.startswith("mtp.")]
+    per_expert = any(re.search(r"\.experts\.\d+\.", k) for k in main)
+    stacked = any(k.endswith("experts.gate_up_proj") for k in main)
+    layout = "mixed" if per_expert and stacked else "per_expert" if per_expert else "stacked" if stacked else None
+    in_proj = sorted({m.group(1) for m in (re.search(r"linear_attn\.(in_proj_\w+)\.weight$", k) for k in main) if m})
+    return dict(keys=sorted(keys), prefixes=sorted(prefixes), experts_layout=layout, linear_attn_in_proj=in_proj)
+
+
+def fake_mtp_tensors(fx, seed):
+    """Random stand-ins for the multi-token-prediction head that real Qwen3.5 checkpoints carry (mtp.*), which
+    transformers (and an engine) must skip. Their own generator, so they do not change the model weights."""
+    g = torch.Generator().manual_seed(seed + 777)
+    h, hd, nh, nkv = fx["hidden"], fx["head_dim"], fx["heads"], fx["kv_heads"]
+
+    def w(*shape):
+        return torch.randn(shape, generator=g) / math.sqrt(shape[-1])
+
+    def norm(n):
+        return torch.rand((n,), generator=g) - 0.5
+
+    t = {"mtp.fc.weight": w(h, 2 * h), "mtp.pre_fc_norm_embedding.weight": norm(h),
+         "mtp.pre_fc_norm_hidden.weight": norm(h), "mtp.norm.weight": norm(h)}
+    p = "mtp.layers.0."
+    t.update({p + "input_layernorm.weight": norm(h), p + "post_attention_layernorm.weight": norm(h),
+              p + "self_attn.q_proj.weight": w(2 * nh * hd, h), p + "self_attn.k_proj.weight": w(nkv * hd, h),
+              p + "self_attn.v_proj.weight": w(nkv * hd, h), p + "self_attn.o_proj.weight": w(h, nh * hd),
+              p + "self_attn.q_norm.weight": norm(hd), p + "self_attn.k_norm.weight": norm(hd)})
+    moe = fx.get("moe")
+    if moe:
+        e, i, s = moe["num_experts"], moe["moe_intermediate_size"], moe["shared_expert_intermediate_size"]
+        t.update({p + "mlp.gate.weight": w(e, h), p + "mlp.experts.gate_up_proj": w(e, 2 * i, h),
+                  p + "mlp.experts.down_proj": w(e, h, i), p + "mlp.shared_expert.gate_proj.weight": w(s, h),
+                  p + "mlp.shared_expert.up_proj.weight": w(s, h), p + "mlp.shared_expert.down_proj.weight": w(h, s),
+                  p + "mlp.shared_expert_gate.weight": w(1, h)})
+    else:
+        i = fx["intermediate"]
+        t.update({p + "mlp.gate_proj.weight": w(i, h), p + "mlp.up_proj.weight": w(i, h),
+                  p + "mlp.down_proj.weight": w(h, i)})
+    return {k: v.to(torch.float32).contiguous() for k, v in t.items()}
+
+
+def check_gate_up_order(model):
+    """Run one expert of the first stacked-experts module through transformers' own forward and compare with
+    silu(x W[:I]^T) * (x W[I:]^T) W_down^T: proves rows 0..I-1 of gate_up_proj[e] are gate_proj, I..2I-1 up_proj."""
+    for name, mod in model.named_modules():
+        gu = getattr(mod, "gate_up_proj", None)
+        if not (isinstance(gu, torch.Tensor) and gu.dim() == 3):
+            continue
+        e, two_i, hdim = gu.shape
+        i = two_i // 2
+        g = torch.Generator().manual_seed(5)
+        x = torch.randn((3, hdim), generator=g)
+        expert = e - 1
+        with torch.no_grad():
+            got = mod(x, torch.full((3, 1), expert, dtype=torch.long), torch.ones((3, 1)))
+            wgu, wd = gu[expert].float(), mod.down_proj[expert].float()
+            want = (torch.nn.functional.silu(x @ wgu[:i].T) * (x @ wgu[i:].T)) @ wd.T
+            swapped = (torch.nn.functional.silu(x @ wgu[i:].T) * (x @ wgu[:i].T)) @ wd.T
+        d_ok, d_sw = float((got - want).abs().max()), float((got - swapped).abs().max())
+        if not d_ok <= 1e-5 < d_sw:
+            raise RuntimeError(f"{name}: gate_up_proj is not [gate; up] (diff {d_ok}, swapped {d_sw})")
+        return dict(module=name, expert=expert, max_diff=d_ok, max_diff_if_swapped=d_sw)
+    raise RuntimeError("no stacked experts module found")
+
+
+def finish_checkpoint(d, model, fx, seed):
+    """After save_pretrained: write the stacked-experts file and the fake mtp.* tensors where the fixture asks,
+    check the layout on disk against what the fixture is for, and return the reference.json fields."""
+    name = fx["name"]
+    path = os.path.join(d, "model.safetensors")
+    if not os.path.exists(path) or os.path.exists(path + ".index.json"):
+        raise RuntimeError(f"{name}: save_pretrained did not write a single model.safetensors: {os.listdir(d)}")
+    saved = checkpoint_layout(d)
+    out = {}
+    if fx.get("stacked") or fx.get("mtp"):
+        tensors, meta = read_safetensors(path)
+        meta.setdefault("format", "pt")
+        if fx.get("stacked"):
+            # The in-memory layout (transformers 5 holds the experts as 3-D parameters), written as is.
+            out["save_pretrained_experts_layout"] = saved["experts_layout"]
+            sd = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
+            if fx["tied"]:
+                sd.pop("lm_head.weight", None)
+            if set(sd) != set(tensors):
+                log(f"  note: state_dict vs save_pretrained names: only in state_dict "
+                    f"{sorted(set(sd) - set(tensors))[:8]}, only in file {sorted(set(tensors) - set(sd))[:8]}")
+            tensors = sd
+            tc = model.config.get_text_config()
+            e, i, h = tc.num_experts, tc.moe_intermediate_size, tc.hidden_size
+            for layer in range(tc.num_hidden_layers):
+                pre = f"model.language_model.layers.{layer}.mlp.experts."
+                gu, dn = tensors.get(pre + "gate_up_proj"), tensors.get(pre + "down_proj")
+                if gu is None or dn is None or tuple(gu.shape) != (e, 2 * i, h) or tuple(dn.shape) != (e, h, i):
+                    raise RuntimeError(f"{name}: layer {layer} stacked experts missing or misshapen: "
+                                       f"{None if gu is None else tuple(gu.shape)}, "
+                                       f"{None if dn is None else tuple(dn.shape)}")
+            out["gate_up_order_check"] = check_gate_up_order(model)
+        if fx.get("mtp"):
+            mtp = fake_mtp_tensors(fx, seed)
+            tensors.update(mtp)
+            out["mtp_tensors"] = sorted(mtp)
+        os.remove(path)
+        safetensors.torch.save_file(tensors, path, metadata=meta)
+    layout = checkpoint_layout(d)
+    out.update(model_type=fx["model_type"], hf_class=type(model).__name__, weight_prefixes=layout["prefixes"],
+               experts_layout=layout["experts_layout"], n_tensors=len(layout["keys"]))
+    if layout["linear_attn_in_proj"]:
+        out["linear_attn_in_proj"] = layout["linear_attn_in_proj"]
+    if "layer_types" in fx:
+        out["layer_types"] = list(fx["layer_types"])
+    if fx.get("hf_class"):
+        out["text_config_key"] = "text_config"
+    try:
+        from transformers.utils import import_utils as iu
+        out["linear_attention_kernels"] = dict(
+            fla=bool(iu.is_flash_linear_attention_available()), causal_conv1d=bool(iu.is_causal_conv1d_available()))
+    except Exception:  # noqa: BLE001 -- only informative
+        pass
+    for k, v in fx.get("expect", {}).items():
+        if out.get(k) != v:
+            log(f"  WARNING: {name}: checkpoint {k} is {out.get(k)!r}, expected {v!r}")
+    return out
 
 
 def build_fixture(fx, tok, out_root, seed_base):

@@ -9,6 +9,7 @@
 #include "engine/session.h"
 #include "engine/weight_source.h"
 #include "model/config.h"
+#include "plan/plan.h"
 
 namespace uneven::testing {
 
@@ -45,6 +46,21 @@ inline std::vector<RankSlices> split_slices(const ModelConfig& c, const std::vec
   return out;
 }
 
+// What each rank holds under the planner's tensor-parallel plan for explicit shares (e.g. {5, 2, 1}): heads,
+// KV and linear key heads, MLP, expert and shared-expert columns, vocabulary rows, as a real run splits them.
+inline std::vector<RankSlices> planned_slices(const ModelConfig& c, const std::vector<double>& shares) {
+  PlanRequest r;
+  for (size_t i = 0; i < shares.size(); ++i) r.nodes.push_back({"node" + std::to_string(i), uint64_t(1) << 40, 0.0});
+  r.mode = PlanMode::Tensor;
+  r.split = shares;
+  r.cost.weights = parse_dtype("f32");
+  r.cost.context = 64;
+  Plan plan = make_plan(c, r);
+  std::vector<RankSlices> out;
+  for (int rank = 0; rank < plan.world_size; ++rank) out.push_back(rank_slices(plan, c, rank));
+  return out;
+}
+
 // Runs the same tokens through one Session per rank, each on its own thread; returns rank 0's logits
 // for every position.
 inline std::vector<float> run_split(const ModelConfig& c, const WeightSource& src, const std::vector<RankSlices>& slices,
@@ -56,7 +72,7 @@ inline std::vector<float> run_split(const ModelConfig& c, const WeightSource& sr
     threads.emplace_back([&, r] {
       Model model(c, slices[r], src);
       ThreadPool pool(1);
-      Session session(model, *group[r], pool, 64);
+      Session session(model, *group[r], pool, std::max<int64_t>(64, int64_t(tokens.size())));
       session.forward(tokens.data(), int64_t(tokens.size()), logits[r], true);
     });
   for (auto& t : threads) t.join();

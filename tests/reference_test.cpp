@@ -74,24 +74,11 @@ void check_model_against_reference(const fs::path& model_path, const fs::path& r
   EXPECT_LE(diff, 1e-4f) << "logits differ from the reference";
   EXPECT_EQ(greedy(session, ref.prompt_ids, ref.greedy_ids.size()), ref.greedy_ids);
 
-  // The same model split 3:1 and 5:2:1 (heads and MLP columns) over in-process ranks.
-  const ModelConfig& c = files.config;
-  auto bounds = [](int64_t n, std::vector<int64_t> weights, int64_t unit) {
-    int64_t total = 0;
-    for (auto w : weights) total += w;
-    std::vector<int64_t> b = {0};
-    int64_t acc = 0;
-    for (auto w : weights) {
-      acc += w;
-      b.push_back(std::min(n, (n / unit * acc / total) * unit));
-    }
-    b.back() = n;
-    return b;
-  };
-  for (auto weights : {std::vector<int64_t>{3, 1}, std::vector<int64_t>{5, 2, 1}}) {
-    auto slices = testing::split_slices(c, bounds(c.num_heads, weights, 1), bounds(c.intermediate_size, weights, 1));
-    auto split_logits = testing::run_split(c, *files.weights, slices, ref.prompt_ids);
-    EXPECT_LE(testing::max_abs_diff(split_logits, ref.logits), 1e-4f) << weights.size() << " ranks";
+  // The same model split 3:1 and 5:2:1 by the planner over in-process ranks.
+  for (auto shares : {std::vector<double>{3, 1}, std::vector<double>{5, 2, 1}}) {
+    auto split_logits = testing::run_split(files.config, *files.weights, testing::planned_slices(files.config, shares),
+                                           ref.prompt_ids);
+    EXPECT_LE(testing::max_abs_diff(split_logits, ref.logits), 1e-4f) << shares.size() << " ranks";
   }
 }
 

@@ -66,32 +66,42 @@ int64_t held(const Plan& p, const Dim& d, size_t j) {
   return mine;
 }
 
-// Explicit shares: a rank whose small share rounded to nothing in a whole dimension takes one unit from a
-// neighbour (whose ranges touch its own, so ranges stay contiguous) in the layer where that neighbour holds
-// the most, provided the neighbour keeps some. Returns false when no neighbour can spare a unit.
+// Explicit shares: a rank whose small share rounded to nothing in a whole dimension takes one unit from the
+// nearest rank that can spare one (it keeps some of the dimension), in the layer where that rank holds the
+// most. The boundaries between the two move one aligned unit towards the donor, so the ranks in between keep
+// their counts and all ranges stay contiguous (a dimension with few units, like the 4 query heads of a
+// single full-attention layer over 3 ranks, needs a donor beyond the neighbour). Returns false when no rank
+// can spare a unit.
 bool give_one_unit(Plan& p, const Dim& d, int64_t align, size_t j) {
-  const size_t ranks = size_t(p.world_size);
-  size_t best_layer = 0;
-  int64_t best = 0;
-  int side = 0;
-  for (int dir : {+1, -1}) {
-    if ((dir < 0 && j == 0) || (dir > 0 && j + 1 >= ranks)) continue;
-    const size_t nb = j + size_t(dir > 0 ? 1 : 0) - size_t(dir < 0 ? 1 : 0);
-    const int64_t total = held(p, d, nb);
-    for (size_t l = 0; l < p.layers.size(); ++l) {
-      const auto& b = p.layers[l].*d.field;
-      if (b.empty()) continue;
-      const int64_t has = b[nb + 1] - b[nb];
-      if (has > best && total > std::min(has, align)) best = has, best_layer = l, side = dir;
+  const int64_t ranks = int64_t(p.world_size);
+  for (int64_t distance = 1; distance < ranks; ++distance) {
+    size_t best_layer = 0;
+    int64_t best = 0;
+    int side = 0;
+    for (int dir : {+1, -1}) {
+      const int64_t nb = int64_t(j) + dir * distance;
+      if (nb < 0 || nb >= ranks) continue;
+      const int64_t total = held(p, d, size_t(nb));
+      for (size_t l = 0; l < p.layers.size(); ++l) {
+        const auto& b = p.layers[l].*d.field;
+        if (b.empty()) continue;
+        const int64_t has = b[size_t(nb) + 1] - b[size_t(nb)];
+        if (has > best && total > std::min(has, align)) best = has, best_layer = l, side = dir;
+      }
     }
+    if (side == 0) continue;
+    auto& b = p.layers[best_layer].*d.field;
+    // Rank j is empty in this layer (its whole dimension is), so b[j] == b[j+1].
+    if (side > 0) {
+      const size_t donor = j + size_t(distance);
+      for (size_t k = j + 1; k <= donor; ++k) b[k] = std::min(b[k] + align, b[donor + 1]);
+    } else {
+      const size_t donor = j - size_t(distance);
+      for (size_t k = donor + 1; k <= j; ++k) b[k] = (b[k] - 1) / align * align;
+    }
+    return true;
   }
-  if (side == 0) return false;
-  auto& b = p.layers[best_layer].*d.field;
-  // Rank j is empty in this layer (its whole dimension is), so b[j] == b[j+1]; move the shared boundary
-  // one aligned unit into the neighbour.
-  if (side > 0) b[j + 1] = std::min(b[j + 1] + align, b[j + 2]);
-  else b[j] = (b[j] - 1) / align * align;
-  return true;
+  return false;
 }
 
 // The first dimension in which rank position `j` holds nothing over all layers, or nullptr.
