@@ -147,7 +147,7 @@ FIXTURES = [
     # means AutoModelForCausalLM), moe (config fields), linear (gated delta net config fields), layer_types,
     # norm_offset (the RMSNorms compute x * (1 + w)), vision (vision_config fields of the multimodal models),
     # mtp (add fake multi-token-prediction tensors to the file), stacked (write the experts as 3-D tensors),
-    # min_prompt_tokens.
+    # expect (what the written checkpoint should hold; a mismatch is logged as a WARNING), min_prompt_tokens.
     dict(
         name="qwen3_moe_e16",
         arch="qwen3_moe",
@@ -162,6 +162,7 @@ FIXTURES = [
         moe=dict(num_experts=16, num_experts_per_tok=4, moe_intermediate_size=32, norm_topk_prob=False,
                  decoder_sparse_step=1, mlp_only_layers=[1]),
         config_style="5.x", shard=None, bf16=False,
+        expect=dict(experts_layout="per_expert", weight_prefixes=["lm_head", "model"]),
         prompt="In the city, the market opened at eight; bakers carried trays of bread, and Tomas shouted "
                "the headlines about 40 millimetres of rain.",
     ),
@@ -186,6 +187,8 @@ FIXTURES = [
                  shared_expert_intermediate_size=48, decoder_sparse_step=1, mlp_only_layers=[2]),
         norm_offset=True,
         config_style="5.x", shard=None, bf16=False,
+        expect=dict(experts_layout="per_expert", weight_prefixes=["lm_head", "model"],
+                    linear_attn_in_proj=["in_proj_ba", "in_proj_qkvz"]),
         # More than 64 tokens: transformers' chunked gated delta rule works in chunks of 64, so the prompt
         # crosses a chunk boundary (and prompt + continuation crosses two).
         min_prompt_tokens=80,
@@ -211,6 +214,7 @@ FIXTURES = [
                     linear_value_head_dim=16, linear_conv_kernel_dim=4),
         norm_offset=True,
         config_style="5.x", shard=None, bf16=False,
+        expect=dict(experts_layout=None, linear_attn_in_proj=["in_proj_a", "in_proj_b", "in_proj_qkv", "in_proj_z"]),
         min_prompt_tokens=65,
         prompt="Hikers were told to carry water, a map and a warm coat. In the evening the lights of the town "
                "came on one by one, like a slow wave moving up the hill, and the river kept moving.",
@@ -234,6 +238,8 @@ FIXTURES = [
                     temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64, num_position_embeddings=16),
         norm_offset=True, mtp=True,
         config_style="5.x", shard=None, bf16=False,
+        expect=dict(experts_layout=None, weight_prefixes=["lm_head", "model.language_model", "model.visual", "mtp"],
+                    linear_attn_in_proj=["in_proj_a", "in_proj_b", "in_proj_qkv", "in_proj_z"]),
         prompt="Some say the grey cat lives in the library now, sleeping on the shelf of books about the sea; "
                "others say she rides the train every day.",
     ),
@@ -260,6 +266,8 @@ FIXTURES = [
                     temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64, num_position_embeddings=16),
         norm_offset=True, mtp=True, stacked=True,
         config_style="5.x", shard=None, bf16=False,
+        expect=dict(experts_layout="stacked", weight_prefixes=["lm_head", "model.language_model", "model.visual", "mtp"],
+                    linear_attn_in_proj=["in_proj_a", "in_proj_b", "in_proj_qkv", "in_proj_z"]),
         prompt="Learning a new language is like walking into a house where every door opens onto another "
                "hallway: bread and water first, then the weather, and much later the jokes.",
     ),
@@ -1121,11 +1129,13 @@ def build_fixture(fx, tok, out_root, seed_base):
         ok = acceptable(st) and (b is None or acceptable(b["stats"]))
         log(f"  {name} seed {seed}: distinct {st['distinct']}, min margin {st['min_margin']:.4g}, argmax "
             f"{st['argmax_ok']}, specials {st['specials']}, max|logit| {st['max_abs_logit']:.3g}"
-            + (f"; bf16 distinct {b['stats']['distinct']}, margin {b['stats']['min_margin']:.4g}" if b else ""))
+            + (f"; bf16 distinct {b['stats']['distinct']}, margin {b['stats']['min_margin']:.4g}" if b else "")
+            + (f"; router min gap {st['router_min_gap']:.3g}, experts used {st['router_experts_used']}"
+               if "router_min_gap" in st else ""))
         if ok:
             break
-        score = (st["argmax_ok"] and not st["specials"], min(st["min_margin"], b["stats"]["min_margin"] if b else 1e9),
-                 st["distinct"])
+        score = (st["argmax_ok"] and not st["specials"] and st.get("router_min_gap", 1.0) >= MIN_ROUTER_GAP,
+                 min(st["min_margin"], b["stats"]["min_margin"] if b else 1e9), st["distinct"])
         if best_score is None or score > best_score:
             best, best_score = seed, score
     else:
@@ -1152,6 +1162,9 @@ def main():
     ap.add_argument("--out", default="tests/data/hf")
     ap.add_argument("--only", nargs="*", help="fixture names to make (default: all)")
     args = ap.parse_args()
+    unknown = sorted(set(args.only or []) - {fx["name"] for fx in FIXTURES})
+    if unknown:
+        ap.error(f"unknown fixture names {unknown}; known: {[fx['name'] for fx in FIXTURES]}")
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # one thread: the same summation order on every run

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_run.h"
+#include "model/config.h"
 
 namespace {
 
@@ -59,31 +60,56 @@ TEST(MultiRank, Stories260KSplitsMatchOneRank) {
                     "stories260K");
 }
 
+// Runs the 1-rank / 3:1 / 5:2:1 tensor and pipeline comparison on a transformers fixture directory, then checks
+// from the 5:2:1 plan the case the issues ask for: a boundary inside a KV group (so that KV head is held,
+// weights and cache, by two ranks) in a full-attention layer and, in hybrids, inside a linear key-head group
+// (that key head's q/k rows, conv channels and state held by two ranks).
+void check_fixture(const fs::path& dir) {
+  std::ifstream in(dir / "reference.json");
+  std::string prompt = nlohmann::json::parse(in)["prompt"];
+  for (char& c : prompt)
+    if (c == '\'') c = ' ';
+  expect_equivalent("--model " + dir.string() + " --prompt '" + prompt + "' -n 32 --ignore-eos --json --threads 1",
+                    dir.filename().string());
+  const fs::path plan_file = fs::temp_directory_path() / ("uneven_mr_plan_" + std::to_string(::getpid()) + ".json");
+  uneven::testing::CliOutput made = uneven::testing::run_uneven("plan --model " + dir.string() +
+                                                                " --nodes 5G,2G,1G --split 5,2,1 --mode tensor --json " + plan_file.string());
+  ASSERT_EQ(made.exit_code, 0) << made.text;
+  const nlohmann::json plan = nlohmann::json::parse(std::ifstream(plan_file));
+  fs::remove(plan_file);
+  const uneven::ModelConfig c = uneven::load_hf_config((dir / "config.json").string());
+  auto straddles = [](const nlohmann::json& layers, const char* field, int64_t group) {
+    for (const auto& layer : layers) {
+      if (!layer.contains(field)) continue;  // the other kind of layer
+      const std::vector<int64_t> b = layer[field];
+      for (size_t i = 1; i + 1 < b.size(); ++i)
+        if (b[i] % group != 0) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(straddles(plan["layers"], "q_heads", c.num_heads / c.num_kv_heads)) << dir << ": no KV head is shared";
+  if (c.linear_num_key_heads > 0)
+    EXPECT_TRUE(straddles(plan["layers"], "linear_v_heads", c.linear_value_heads_per_key_head()))
+        << dir << ": no linear-attention key head is shared";
+}
+
 TEST(MultiRank, TransformersFixturesSplitsMatchOneRank) {
   int checked = 0;
   for (const auto& entry : fs::directory_iterator(kSource / "tests/data/hf")) {
     if (!fs::exists(entry.path() / "reference.json")) continue;
-    std::ifstream in(entry.path() / "reference.json");
-    std::string prompt = nlohmann::json::parse(in)["prompt"];
-    for (char& c : prompt)
-      if (c == '\'') c = ' ';
-    expect_equivalent("--model " + entry.path().string() + " --prompt '" + prompt + "' -n 32 --ignore-eos --json --threads 1",
-                      entry.path().filename().string());
-    // The 5:2:1 split is the case the issue asks for: a query-head boundary inside a KV group, so that KV
-    // head is held (weights and cache) by two ranks, and the smallest rank holds fewer KV heads than groups.
-    const fs::path plan_file = fs::temp_directory_path() / ("uneven_mr_plan_" + std::to_string(::getpid()) + ".json");
-    uneven::testing::CliOutput made = uneven::testing::run_uneven("plan --model " + entry.path().string() +
-                                                                  " --nodes 5G,2G,1G --split 5,2,1 --mode tensor --json " + plan_file.string());
-    ASSERT_EQ(made.exit_code, 0) << made.text;
-    const nlohmann::json plan = nlohmann::json::parse(std::ifstream(plan_file));
-    fs::remove(plan_file);
-    const nlohmann::json config = nlohmann::json::parse(std::ifstream(entry.path() / "config.json"));
-    const int group = config["num_attention_heads"].get<int>() / config["num_key_value_heads"].get<int>();
-    const std::vector<int> bounds = plan["layers"][0]["q_heads"];
-    EXPECT_TRUE(bounds[1] % group != 0 || bounds[2] % group != 0) << entry.path() << ": no KV head is shared";
+    check_fixture(entry.path());
     ++checked;
   }
   EXPECT_GE(checked, 4);
+}
+
+// The shared Qwen3-MoE and Qwen3.5-MoE (Gated DeltaNet, gated attention, experts + shared expert) fixtures.
+TEST(MultiRank, SharedMoeAndHybridFixturesSplitsMatchOneRank) {
+  for (const char* name : {"qwen3_moe", "qwen3_5_moe_text"}) {
+    const fs::path dir = kSource / "../shared/fixtures/hf" / name;
+    ASSERT_TRUE(fs::exists(dir / "reference.json")) << dir;
+    check_fixture(dir);
+  }
 }
 
 }  // namespace
