@@ -1077,9 +1077,9 @@ def finish_checkpoint(d, model, fx, seed):
             sd = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
             if fx["tied"]:
                 sd.pop("lm_head.weight", None)
-            if set(sd) != set(tensors):
-                log(f"  note: state_dict vs save_pretrained names: only in state_dict "
-                    f"{sorted(set(sd) - set(tensors))[:8]}, only in file {sorted(set(tensors) - set(sd))[:8]}")
+            if set(sd) != set(tensors):  # transformers 5.17 writes these experts one tensor per expert
+                log(f"  stacking the experts: {len(set(tensors) - set(sd))} save_pretrained tensors replaced by "
+                    f"{len(set(sd) - set(tensors))} 3-D ones")
             tensors = sd
             tc = model.config.get_text_config()
             e, i, h = tc.num_experts, tc.moe_intermediate_size, tc.hidden_size
@@ -1105,7 +1105,10 @@ def finish_checkpoint(d, model, fx, seed):
     if "layer_types" in fx:
         out["layer_types"] = list(fx["layer_types"])
     if fx.get("hf_class"):
+        # The reference is the conditional-generation model fed text-only input_ids, so the multimodal RoPE
+        # positions are plain 0..n-1 in all three mrope sections (temporal, height, width).
         out["text_config_key"] = "text_config"
+        out["reference_input"] = "text-only input_ids; mrope positions 0..n-1 in every section"
     try:
         from transformers.utils import import_utils as iu
         out["linear_attention_kernels"] = dict(

@@ -18,11 +18,33 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Bytes of weights one decode step reads on this rank: every matrix it holds except the embedding,
-// whose lookup reads one row (unless it doubles as the output head).
-uint64_t decode_weight_bytes(const Model& model) {
-  const ModelWeights& w = model.weights();
-  return model.config().tie_word_embeddings ? w.bytes : w.bytes - w.embedding.bytes.size();
+nlohmann::json reads_json(const WeightReads& r, double scale) {
+  return {{"attention", r.attention * scale}, {"linear_attention", r.linear * scale}, {"dense_mlp", r.mlp * scale},
+          {"routers_and_gates", r.router * scale}, {"shared_experts", r.shared * scale},
+          {"routed_experts", r.experts * scale}, {"head_and_embedding", r.head * scale}, {"total", r.total() * scale}};
+}
+
+WeightReads minus(const WeightReads& a, const WeightReads& b) {
+  return {a.attention - b.attention, a.linear - b.linear, a.mlp - b.mlp, a.router - b.router,
+          a.shared - b.shared, a.experts - b.experts, a.head - b.head};
+}
+
+// Bytes of routed-expert weights this rank holds (what one pass over every expert reads).
+double expert_bytes_held(const Model& model) {
+  double n = 0;
+  for (const LayerWeights& l : model.weights().layers) {
+    for (const Linear& m : l.expert_gate_up) n += double(m.bytes.size());
+    for (const Linear& m : l.expert_down) n += double(m.bytes.size());
+  }
+  return n;
+}
+
+// The dtype of the weight matrices (the first one held).
+DType held_dtype(const Model& model) {
+  for (const LayerWeights& l : model.weights().layers)
+    for (const Linear* m : {&l.q, &l.linear_in, &l.gate_up, &l.shared_gate_up})
+      if (m->view.rows > 0) return m->view.dtype;
+  return model.weights().embedding.view.dtype;
 }
 
 // Mean seconds of one all-reduce of `count` floats (0 on a single rank).
@@ -63,10 +85,13 @@ int run_bench(const BenchOptions& opt) {
   session.forward(prompt.data(), 1, logits);  // warm-up: pages in the weights
   session.reset();
   comm.barrier();
+  const WeightReads before_prompt = session.times().reads;
   t0 = now_s();
   session.forward(prompt.data(), int64_t(prompt.size()), logits);
   const double prompt_s = now_s() - t0;
   const ForwardTimes before = session.times();
+  const WeightReads prompt_reads = minus(before.reads, before_prompt);
+  const int64_t chunks = (opt.prompt_tokens + Session::kMaxChunk - 1) / Session::kMaxChunk;
   t0 = now_s();
   for (int64_t i = 0; i < opt.decode_tokens; ++i) {
     TokenId next = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -78,7 +103,12 @@ int run_bench(const BenchOptions& opt) {
   const double allreduce_s = all_reduce_latency(comm, c.hidden_size);
   const double all_reduces_per_token = double(session.times().all_reduces - before.all_reduces) / double(opt.decode_tokens);
   const double stream_gbps = opt.skip_bandwidth ? 0.0 : kernels::measure_read_bandwidth(pool) / 1e9;
-  const uint64_t bytes_per_token = decode_weight_bytes(*run.model);
+  // Weight bytes decode actually read per token: every held matrix but the embedding (one row per token)
+  // and, of the routed experts, only the ones the router chose.
+  const WeightReads decode_reads = minus(session.times().reads, before.reads);
+  const double bytes_per_token = decode_reads.total() / double(opt.decode_tokens);
+  const double rank_gbps = bytes_per_token / (decode_s / double(opt.decode_tokens)) / 1e9;
+  const double experts_held = expert_bytes_held(*run.model);
 
   nlohmann::json mine = {
       {"rank", comm.rank()},
@@ -89,6 +119,11 @@ int run_bench(const BenchOptions& opt) {
       {"file_bytes_read", run.file_bytes_read},
       {"os_file_bytes_loaded", run.os_file_bytes_loaded},
       {"decode_weight_bytes_per_token", bytes_per_token},
+      {"decode_read_bytes_per_token", reads_json(decode_reads, 1.0 / double(opt.decode_tokens))},
+      {"decode_read_gb_per_second", rank_gbps},
+      {"fraction_of_own_stream_bandwidth", stream_gbps > 0 ? rank_gbps / stream_gbps : 0.0},
+      {"prompt_read_bytes_per_chunk", reads_json(prompt_reads, 1.0 / double(chunks))},
+      {"routed_expert_bytes_held", experts_held},
       {"compute_ms_per_token", per_token_compute * 1e3},
       {"comm_ms_per_token", per_token_comm * 1e3},
       // Of the communication time, what the all-reduces cost at their measured latency; the rest is
@@ -101,17 +136,17 @@ int run_bench(const BenchOptions& opt) {
   if (!run.leader()) return 0;
 
   const double decode_tps = double(opt.decode_tokens) / decode_s;
-  const double weight_gbps = double(bytes_per_token) * decode_tps / 1e9;
-  const auto& layer0 = run.model->weights().layers[size_t(run.model->slices().layers.begin)];
+  const double weight_gbps = bytes_per_token * decode_tps / 1e9;
   nlohmann::json out = {
       {"model", run.files.weights->describe() + " " + opt.model.model_path},
       {"architecture", c.architecture},
-      {"weight_dtype", std::string(dtype_name(layer0.q.view.dtype))},
+      {"weight_dtype", std::string(dtype_name(held_dtype(*run.model)))},
       {"ranks", comm.size()},
       {"threads", pool.size()},
       {"load_seconds", load_s},
       {"prompt_tokens", opt.prompt_tokens},
       {"prompt_tokens_per_second", double(opt.prompt_tokens) / prompt_s},
+      {"prompt_chunks", chunks},
       {"decode_tokens", opt.decode_tokens},
       {"decode_tokens_per_second", decode_tps},
       {"decode_weight_read_gb_per_second", weight_gbps},
@@ -141,7 +176,18 @@ int run_bench(const BenchOptions& opt) {
   std::printf("model        %s (%s, %s weights, %d rank(s), %d threads, loaded in %.1f s)\n", opt.model.model_path.c_str(),
               c.architecture.c_str(), out["weight_dtype"].get<std::string>().c_str(), comm.size(), pool.size(), load_s);
   std::printf("prompt       %lld tokens  %.1f tok/s\n", (long long)opt.prompt_tokens, double(opt.prompt_tokens) / prompt_s);
+  std::printf("             %lld chunk(s) of up to %lld tokens; weights read per chunk %.1f MB", (long long)chunks,
+              (long long)Session::kMaxChunk, prompt_reads.total() / double(chunks) / 1e6);
+  if (experts_held > 0)
+    std::printf(", routed experts %.1f MB of %.1f MB held (each expert at most once per chunk)",
+                prompt_reads.experts / double(chunks) / 1e6, experts_held / 1e6);
+  std::printf("\n");
   std::printf("decode       %lld tokens  %.2f tok/s  (%.2f ms/token)\n", (long long)opt.decode_tokens, decode_tps, 1e3 / decode_tps);
+  std::printf("read/token   %.1f MB: attention %.1f, linear attention %.1f, dense MLP %.1f, routers %.2f, shared experts "
+              "%.1f, routed experts %.1f, head %.1f\n", bytes_per_token / 1e6, decode_reads.attention / double(opt.decode_tokens) / 1e6,
+              decode_reads.linear / double(opt.decode_tokens) / 1e6, decode_reads.mlp / double(opt.decode_tokens) / 1e6,
+              decode_reads.router / double(opt.decode_tokens) / 1e6, decode_reads.shared / double(opt.decode_tokens) / 1e6,
+              decode_reads.experts / double(opt.decode_tokens) / 1e6, decode_reads.head / double(opt.decode_tokens) / 1e6);
   if (stream_gbps > 0)
     std::printf("weight read  %.2f GB/s on rank 0 of %.2f GB/s streaming read bandwidth (%.0f%%)\n", weight_gbps, stream_gbps,
                 100.0 * weight_gbps / stream_gbps);
@@ -154,11 +200,15 @@ int run_bench(const BenchOptions& opt) {
     if (measured_prediction_s > 0)
       std::printf("plan         predicted %.2f ms/token at the streaming bandwidths measured here (%s)\n",
                   measured_prediction_s * 1e3, pipeline ? "sum of the stages" : "slowest rank");
-    std::printf("rank  weights(GB)  compute ms/tok  comm ms/tok  comm share  of which all-reduce transfers\n");
+    std::printf("rank  weights(GB)  read MB/tok  read GB/s  of own stream  compute ms/tok  comm ms/tok  comm share  "
+                "of which all-reduce transfers\n");
     for (const auto& r : out["per_rank"]) {
       double cm = r["compute_ms_per_token"], co = r["comm_ms_per_token"];
-      std::printf("%4d  %11.3f  %14.2f  %11.2f  %9.0f%%  %.2f ms (%.0f x %.1f us)\n", r["rank"].get<int>(),
-                  r["weight_bytes"].get<double>() / 1e9, cm, co, cm + co > 0 ? 100.0 * co / (cm + co) : 0.0,
+      std::printf("%4d  %11.3f  %11.1f  %9.2f  %12.0f%%  %14.2f  %11.2f  %9.0f%%  %.2f ms (%.0f x %.1f us)\n",
+                  r["rank"].get<int>(), r["weight_bytes"].get<double>() / 1e9,
+                  r["decode_weight_bytes_per_token"].get<double>() / 1e6, r["decode_read_gb_per_second"].get<double>(),
+                  100.0 * r["fraction_of_own_stream_bandwidth"].get<double>(), cm, co,
+                  cm + co > 0 ? 100.0 * co / (cm + co) : 0.0,
                   r["all_reduce_ms_per_token_at_measured_latency"].get<double>(), r["all_reduces_per_token"].get<double>(),
                   allreduce_s * 1e6);
     }

@@ -16,6 +16,8 @@ void ModelOptions::add_to(CLI::App& cmd, bool with_compute) {
   cmd.add_flag("--random-weights", random_weights, "seeded random weights from config.json alone (no weight files)");
   cmd.add_option("--weight-dtype", dtype, "dtype of random weights: f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}));
   cmd.add_option("--weight-seed", weight_seed, "seed of random weights");
+  cmd.add_option("--layers", layers, "random weights only: keep the first N layers of the config (benches that fit)")
+      ->check(CLI::PositiveNumber);
   if (with_compute) {
     cmd.add_option("--threads,-t", threads, "worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
     cmd.add_option("--context,-c", context, "context length in tokens (default: min(model limit, 4096))")
@@ -29,6 +31,7 @@ OpenOptions ModelOptions::open_options(bool need_tokenizer) const {
   o.random_dtype = dtype == "bf16" ? DType::BF16 : DType::F32;
   o.seed = weight_seed;
   o.need_tokenizer = need_tokenizer;
+  o.layers = layers;
   return o;
 }
 

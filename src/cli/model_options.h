@@ -15,6 +15,7 @@ struct ModelOptions {
   uint64_t weight_seed = 0;
   int threads = 0;
   int64_t context = 0;  // 0: min(model max_position, 4096)
+  int64_t layers = 0;   // random weights only: the first N layers of the config (0 = all)
 
   void add_to(CLI::App& cmd, bool with_compute = true);
   OpenOptions open_options(bool need_tokenizer) const;

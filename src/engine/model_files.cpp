@@ -32,6 +32,15 @@ ModelFiles open_model(const std::string& path, const OpenOptions& options) {
       else if (!options.random_weights) fail("{}: no tokenizer.json beside config.json", dir.string());
     }
   }
+  if (options.layers > 0) {
+    // A model of fewer layers computes something else; only benches of random weights may ask for it.
+    if (!options.random_weights) fail("{}: --layers is only for --random-weights (a checkpoint runs all its layers)", path);
+    if (options.layers > m.config.num_layers)
+      fail("{}: --layers {} exceeds the model's {} layers", path, options.layers, m.config.num_layers);
+    m.config.num_layers = options.layers;
+    m.config.layer_types.resize(size_t(options.layers));
+    if (!m.config.layer_is_moe.empty()) m.config.layer_is_moe.resize(size_t(options.layers));
+  }
   if (options.random_weights) {
     m.weights = make_random_weight_source(m.config, options.random_dtype, options.seed);
   } else {

@@ -24,6 +24,7 @@ struct OpenOptions {
   DType random_dtype = DType::F32;
   uint64_t seed = 0;
   bool need_tokenizer = true;
+  int64_t layers = 0;             // with random_weights: keep only the first `layers` layers (0 = all)
 };
 
 // `path` is a .gguf file or a directory with config.json (+ safetensors unless random_weights), or, with

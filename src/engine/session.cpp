@@ -18,7 +18,6 @@
 namespace uneven {
 namespace {
 
-constexpr int64_t kMaxChunk = 128;  // prompt tokens per batched forward; bounds scratch memory
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

@@ -44,6 +44,8 @@ class Session {
   // tokens runs linear attention in its chunked form, a single token in its recurrent form.
   void forward(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits = false);
 
+  // Prompt tokens that go through the layers together (longer prompts run in chunks of this many).
+  static constexpr int64_t kMaxChunk = 128;
   const Model& model() const { return model_; }
   int64_t position() const { return position_; }
   int64_t context() const { return context_; }
