@@ -1,6 +1,8 @@
 // The tensor table of every family (dense, MoE, Gated DeltaNet hybrids) and the resolution of split roles.
 #include "engine/arch.h"
 
+#include <fmt/format.h>
+
 #include "util/error.h"
 
 namespace uneven {
@@ -206,6 +208,35 @@ SliceRange slice_for(const TensorSpec& spec, const ModelConfig& c, const RankSli
     case SplitRole::OutputRows: return rows(s.output_rows, 1);
   }
   fail("unknown split role for tensor {}", spec.name);
+}
+
+std::string shape_reason(const TensorSpec& spec, const ModelConfig& c) {
+  const std::string h = fmt::format("hidden_size {}", c.hidden_size);
+  const std::string linear = fmt::format("linear_num_key_heads {} x linear_key_head_dim {}, linear_num_value_heads {} x "
+                                         "linear_value_head_dim {}", c.linear_num_key_heads, c.linear_key_head_dim,
+                                         c.linear_num_value_heads, c.linear_value_head_dim);
+  switch (spec.role) {
+    case SplitRole::QHeadRows:
+      return fmt::format("num_attention_heads {} x head_dim {}{}, {}", c.num_heads, c.head_dim,
+                         c.attn_output_gate ? " x 2 (query and output gate)" : "", h);
+    case SplitRole::KVHeadRows: return fmt::format("num_key_value_heads {} x head_dim {}, {}", c.num_kv_heads, c.head_dim, h);
+    case SplitRole::QHeadCols: return fmt::format("{}, num_attention_heads {} x head_dim {}", h, c.num_heads, c.head_dim);
+    case SplitRole::MlpRows: case SplitRole::MlpCols: return fmt::format("intermediate_size {}, {}", c.intermediate_size, h);
+    case SplitRole::ExpertRows: case SplitRole::ExpertCols:
+      return fmt::format("num_experts {}, moe_intermediate_size {}, {}", c.num_experts, c.moe_intermediate_size, h);
+    case SplitRole::SharedExpertRows: case SplitRole::SharedExpertCols:
+      return fmt::format("shared_expert_intermediate_size {}, {}", c.shared_expert_intermediate_size, h);
+    case SplitRole::LinearQKVRows: case SplitRole::LinearVRows: case SplitRole::LinearVHeadRows:
+    case SplitRole::LinearVCols: case SplitRole::LinearQKVZRows: case SplitRole::LinearBARows:
+      return fmt::format("{}, linear_conv_kernel_dim {}, {}", linear, c.linear_conv_kernel_dim, h);
+    case SplitRole::EmbeddingRows: case SplitRole::OutputRows: return fmt::format("vocab_size {}, {}", c.vocab_size, h);
+    case SplitRole::Replicated:
+      if (spec.slot == Slot::Router) return fmt::format("num_experts {}, {}", c.num_experts, h);
+      if (spec.slot == Slot::LinearNorm) return fmt::format("linear_value_head_dim {}", c.linear_value_head_dim);
+      if (spec.slot == Slot::QNorm || spec.slot == Slot::KNorm) return fmt::format("head_dim {}", c.head_dim);
+      return h;
+  }
+  return h;
 }
 
 }  // namespace uneven

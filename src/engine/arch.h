@@ -83,4 +83,8 @@ SliceRange slice_for(const TensorSpec& spec, const ModelConfig& config, const Ra
 
 std::string layer_prefix(int64_t layer);
 
+// The config.json fields a tensor's shape follows from, with their values, for messages
+// ("num_experts 16 x hidden_size 64").
+std::string shape_reason(const TensorSpec& spec, const ModelConfig& config);
+
 }  // namespace uneven

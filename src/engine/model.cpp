@@ -49,8 +49,8 @@ class Loader {
     out.range = slice_for(spec, config_, slices_, layer);
     if (const TensorInfo* t = source_.find(spec.name)) {
       if (t->shape != spec.shape)
-        fail("{}: tensor {} (stored as {}) has shape {} but config.json implies {}", source_.describe(), spec.name,
-             t->file_name, shape_str(t->shape), shape_str(spec.shape));
+        fail("{}: tensor {} (stored as {}) has shape {} but config.json implies {} ({})", source_.describe(), spec.name,
+             t->file_name, shape_str(t->shape), shape_str(spec.shape), shape_reason(spec, config_));
       out.info = *t;
       return out;
     }
@@ -58,7 +58,7 @@ class Loader {
       const StackedSource& st = *spec.stacked;
       if (const TensorInfo* t = source_.find(st.name)) {
         if (t->shape != st.shape)
-          fail("{}: stacked tensor {} (stored as {}) has shape {} but config.json implies {} ({} experts of "
+          fail("{}: stacked tensor {} (stored as {}) has shape {} but config.json implies {} (num_experts {}, "
                "moe_intermediate_size {}, hidden_size {})", source_.describe(), st.name, t->file_name,
                shape_str(t->shape), shape_str(st.shape), config_.num_experts, config_.moe_intermediate_size,
                config_.hidden_size);
