@@ -766,6 +766,18 @@ def reference_run(model, prompt_ids, special_ids):
     return logits, greedy, stats
 
 
+def stepwise_logits(model, prompt_ids):
+    """Logits of every prompt position, feeding one token per forward through the model's own cache."""
+    rows, cache = [], None
+    with torch.no_grad():
+        for t, tok_id in enumerate(prompt_ids):
+            out = model(input_ids=torch.tensor([[tok_id]]), past_key_values=cache, use_cache=True,
+                        cache_position=torch.tensor([t]))
+            cache = out.past_key_values
+            rows.append(out.logits[0, -1].float())
+    return torch.stack(rows)
+
+
 def find_routers(model):
     """(name, module, top_k) of every MoE router (the mlp.gate modules whose weight is [experts, hidden])."""
     tcfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -910,6 +922,23 @@ def try_seed(fx, tok, d, seed, special_ids):
     st["reload_vs_memory_max_diff"] = float((logits - mem_logits).abs().max())
     if st["reload_vs_memory_max_diff"] != 0.0:
         log(f"  WARNING: reloaded model differs from the in-memory one by {st['reload_vs_memory_max_diff']}")
+    if any(t == "linear_attention" for t in (fx.get("layer_types") or [])):
+        # The reference for hybrids is transformers' token-by-token run (its recurrent gated delta rule): its
+        # chunked prompt form inverts each chunk's triangular matrix explicitly and loses up to ~1e-3 where
+        # that matrix is ill-conditioned, while both forms are the same function. The chunked logits are
+        # kept beside it (logits_chunked.f32) with their difference.
+        stepwise = stepwise_logits(loaded, prompt_ids)
+        st["chunked_vs_stepwise_max_diff"] = float((stepwise - logits).abs().max())
+        log(f"  {name} seed {seed}: transformers chunked vs token-by-token prompt logits "
+            f"{st['chunked_vs_stepwise_max_diff']:.3g}")
+        if st["chunked_vs_stepwise_max_diff"] > 1e-2:
+            raise RuntimeError(f"{name}: token-by-token logits differ from the prompt forward by "
+                               f"{st['chunked_vs_stepwise_max_diff']}: the stepwise run is wrong")
+        logits.numpy().astype("<f4").tofile(os.path.join(d, "logits_chunked.f32"))
+        extra["logits_chunked_file"] = "logits_chunked.f32"
+        extra["logits_method"] = ("one token at a time through the cache (recurrent gated delta rule); the "
+                                  "chunked prompt forward is in logits_chunked.f32")
+        logits = stepwise
 
     if fx["config_style"] == "4.x":
         # Rewrite config.json the way transformers 4.x wrote it and check transformers reads it the same.

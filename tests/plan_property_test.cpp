@@ -143,7 +143,11 @@ void check_plan(const Case& k, const Plan& p) {
   std::vector<RankSlices> s;
   for (int r = 0; r < p.world_size; ++r) s.push_back(rank_slices(p, c, r));
   const int64_t g = f.split_align();
-  const int64_t block = std::lcm(g, k.request.kernel_width);
+  // Column blocks: the kernel width where every column dimension has a block per rank, halved for narrow
+  // (small-expert) dimensions, never below the weight format's group (the legality constraint).
+  const int64_t block = p.align.columns;
+  ASSERT_EQ(block % g, 0) << k.label << ": column block " << block << " is not a multiple of the group " << g;
+  ASSERT_EQ(std::lcm(g, k.request.kernel_width) % block, 0) << k.label << ": column block " << block;
   int64_t dup_kv = 0, dup_lk = 0;
 
   if (p.stages.size() > 1) {

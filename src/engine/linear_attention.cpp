@@ -63,18 +63,20 @@ void recurrent_step(const HeadInputs& in, int64_t t, float* S, int64_t dk, int64
 //   delta_i = beta_i (v_i - e^{G_i} S0^T k_i) - sum_{j<i} beta_i e^{G_i-G_j} (k_i.k_j) delta_j
 //   o_i     = e^{G_i} S0^T q_i + sum_{j<=i} e^{G_i-G_j} (q_i.k_j) delta_j
 //   S       = e^{G_last} S0 + sum_j e^{G_last-G_j} k_j delta_j^T
-// (every exponent is <= 0, so nothing overflows). `scratch` holds kDeltaChunk * (dv + 1) floats.
+// (every exponent is <= 0, so nothing overflows). G is summed in double: strong decays make it large and
+// negative within a chunk, and G_i - G_j of two float sums would lose the digits the weights depend on.
+// `scratch` holds kDeltaChunk * (dv + 2) floats.
 void chunk_step(const HeadInputs& in, int64_t t0, int64_t t1, float* S, int64_t dk, int64_t dv, float* scratch) {
   const int64_t n = t1 - t0;
-  float* G = scratch;
-  float* delta = scratch + kDeltaChunk;  // [n][dv]
-  float run = 0;
-  for (int64_t i = 0; i < n; ++i) G[i] = run += in.g[(t0 + i) * in.beta_stride];
+  double* G = reinterpret_cast<double*>(scratch);  // kDeltaChunk doubles
+  float* delta = scratch + 2 * kDeltaChunk;       // [n][dv]
+  double run = 0;
+  for (int64_t i = 0; i < n; ++i) G[i] = run += double(in.g[(t0 + i) * in.beta_stride]);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = t0 + i;
     const float* k = in.k + t * in.stride;
     const float* q = in.q + t * in.stride;
-    const float beta = in.beta[t * in.beta_stride], eg = std::exp(G[i]);
+    const float beta = in.beta[t * in.beta_stride], eg = float(std::exp(G[i]));
     float* d = delta + i * dv;
     float* o = in.out + t * in.out_stride;
     std::fill(d, d + dv, 0.0f);
@@ -90,19 +92,19 @@ void chunk_step(const HeadInputs& in, int64_t t0, int64_t t1, float* S, int64_t 
     }
     for (int64_t j = 0; j < i; ++j) {
       const float* kj = in.k + (t0 + j) * in.stride;
-      const float w = std::exp(G[i] - G[j]);
+      const float w = float(std::exp(G[i] - G[j]));
       kernels::axpy(-beta * w * kernels::dot(k, kj, dk), delta + j * dv, d, dv);
     }
     for (int64_t j = 0; j <= i; ++j) {
       const float* kj = in.k + (t0 + j) * in.stride;
-      kernels::axpy(std::exp(G[i] - G[j]) * kernels::dot(q, kj, dk), delta + j * dv, o, dv);
+      kernels::axpy(float(std::exp(G[i] - G[j])) * kernels::dot(q, kj, dk), delta + j * dv, o, dv);
     }
   }
-  const float e_last = std::exp(G[n - 1]);
+  const float e_last = float(std::exp(G[n - 1]));
   for (int64_t a = 0; a < dk * dv; ++a) S[a] *= e_last;
   for (int64_t j = 0; j < n; ++j) {
     const float* kj = in.k + (t0 + j) * in.stride;
-    const float w = std::exp(G[n - 1] - G[j]);
+    const float w = float(std::exp(G[n - 1] - G[j]));
     for (int64_t a = 0; a < dk; ++a) kernels::axpy(w * kj[a], delta + j * dv, S + a * dv, dv);
   }
 }
@@ -169,7 +171,7 @@ void Session::linear_attention_block(int64_t l, int64_t count) {
 
   // The delta rule per value head; value head v uses key head v / ratio.
   std::vector<float>& rec = recurrent_state_[size_t(l)];
-  delta_scratch_.resize(size_t(nv * kDeltaChunk * (dv + 1)));
+  delta_scratch_.resize(size_t(nv * kDeltaChunk * (dv + 2)));
   pool_.parallel_for(nv, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t key_local = (ls.linear_v_heads.begin + j) / ratio - ls.linear_k_heads.begin;
@@ -177,7 +179,7 @@ void Session::linear_attention_block(int64_t l, int64_t count) {
                     conv_out_.data() + 2 * nk * dk + j * dv, channels, beta_.data() + j, decay_.data() + j, nv,
                     core_.data() + j * dv, nv * dv};
       float* S = rec.data() + j * dk * dv;
-      float* scratch = delta_scratch_.data() + j * kDeltaChunk * (dv + 1);
+      float* scratch = delta_scratch_.data() + j * kDeltaChunk * (dv + 2);
       if (count == 1) {
         recurrent_step(in, 0, S, dk, dv, scratch);
       } else {

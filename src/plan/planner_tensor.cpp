@@ -33,6 +33,14 @@ Alignment group_alignment(const Ctx& x, int64_t ranks) {
   if (ranks > 1 && c.num_kv_heads >= ranks) a.q_heads = std::lcm(a.q_heads, c.num_heads / c.num_kv_heads);
   if (ranks > 1 && c.linear_num_key_heads >= ranks)
     a.linear_v_heads = std::lcm(a.linear_v_heads, c.linear_num_value_heads / c.linear_num_key_heads);
+  // Column blocks follow the kernel width only while every column dimension still has a block per rank;
+  // narrower ones (small experts) halve the block, down to what the weight format requires (its group).
+  int64_t narrowest = 0;
+  for (int64_t n : {c.intermediate_size, c.moe_intermediate_size, c.shared_expert_intermediate_size})
+    if (n > 0) narrowest = narrowest == 0 ? n : std::min(narrowest, n);
+  const int64_t floor = x.req.cost.weights.split_align();
+  while (narrowest > 0 && narrowest / a.columns < ranks && a.columns / 2 >= floor && (a.columns / 2) % floor == 0)
+    a.columns /= 2;
   return a;
 }
 
