@@ -46,7 +46,8 @@ class ThreadCollective final : public Collective {
     publish(local);
     int64_t at = 0;
     for (int r = 0; r < size(); ++r) {
-      if (r != rank_ || out + at != local)
+      // A rank may contribute nothing (an empty vocabulary share), and then its pointer may be null.
+      if (counts[size_t(r)] > 0 && (r != rank_ || out + at != local))
         std::memmove(out + at, state_->slots[size_t(r)], size_t(counts[size_t(r)]) * sizeof(float));
       at += counts[size_t(r)];
     }
