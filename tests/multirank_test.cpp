@@ -88,9 +88,10 @@ void check_fixture(const fs::path& dir) {
     return false;
   };
   EXPECT_TRUE(straddles(plan["layers"], "q_heads", c.num_heads / c.num_kv_heads)) << dir << ": no KV head is shared";
-  if (c.linear_num_key_heads > 0)
+  if (c.linear_num_key_heads > 0) {
     EXPECT_TRUE(straddles(plan["layers"], "linear_v_heads", c.linear_value_heads_per_key_head()))
         << dir << ": no linear-attention key head is shared";
+  }
 }
 
 TEST(MultiRank, TransformersFixturesSplitsMatchOneRank) {
