@@ -7,7 +7,9 @@
 //  - BF16: one 16-bit vector of 2N weights is read as N 32-bit lanes; lane i holds weights 2i (low
 //    half) and 2i+1 (high half), so `lane << 16` is weight 2i as a float and `lane & 0xffff0000` is
 //    weight 2i+1. x is permuted once per call to match (per block of 2N: even elements, then odd),
-//    so no shuffle is needed in the hot loop.
+//    so no shuffle is needed in the hot loop. BF16 rows of up to 4096 columns (x fits L1) are read one
+//    row at a time, a single linear stream per thread, which one core reads ~30% faster than four
+//    interleaved rows (kernels_bench 1: 16.6 -> 21.9 GB/s at 2048x2048); longer rows stay four at a time.
 // batch > 1 (prompt) packs a tile of kRows rows x kc columns of W into F32 (cache-resident) and runs
 // a register-blocked kernel of kRows rows x kBatch inputs over it, so W is read from memory once per
 // call, and each packed vector is reused for kBatch inputs from cache.
@@ -181,6 +183,31 @@ HWY_INLINE float DotRow1Bf16(const uint16_t* HWY_RESTRICT w, int64_t cols, const
   return sum;
 }
 
+HWY_INLINE float DotRow1Bf16x2(const uint16_t* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT xp,
+                             const float* HWY_RESTRICT x) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  const auto hi = hn::Set(DU32(), 0xffff0000u);
+  VF a = hn::Zero(d), b = hn::Zero(d), a2 = hn::Zero(d), b2 = hn::Zero(d);
+  int64_t c = 0;
+  for (; c + 4 * N <= cols; c += 4 * N) {
+    const auto v = LoadBf16Pairs(w + c);
+    const auto v2 = LoadBf16Pairs(w + c + 2 * N);
+    a = hn::MulAdd(Bf16Even(d, v), hn::LoadU(d, xp + c), a);
+    b = hn::MulAdd(Bf16Odd(d, v, hi), hn::LoadU(d, xp + c + N), b);
+    a2 = hn::MulAdd(Bf16Even(d, v2), hn::LoadU(d, xp + c + 2 * N), a2);
+    b2 = hn::MulAdd(Bf16Odd(d, v2, hi), hn::LoadU(d, xp + c + 3 * N), b2);
+  }
+  for (; c + 2 * N <= cols; c += 2 * N) {
+    const auto v = LoadBf16Pairs(w + c);
+    a = hn::MulAdd(Bf16Even(d, v), hn::LoadU(d, xp + c), a);
+    b = hn::MulAdd(Bf16Odd(d, v, hi), hn::LoadU(d, xp + c + N), b);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a, b), hn::Add(a2, b2))));
+  for (; c < cols; ++c) sum += bf16_to_f32(w[c]) * x[c];
+  return sum;
+}
+
 // Permutes the whole 2N-blocks of x into (even, odd) halves; the tail is left out (read from x).
 void PermuteEvenOdd(const float* x, int64_t cols, float* xp) {
   const int64_t N = int64_t(hn::Lanes(DF()));
@@ -230,6 +257,12 @@ void GemvRows(const WeightView& w, const float* x, const float* xp, int64_t r0, 
       for (; r < r1; ++r) Store(y + r, DotRow1(base + r * cols, cols, x), accumulate);
 #else
       const uint16_t* base = static_cast<const uint16_t*>(w.data);
+      // Rows whose input vector stays in L1 (<= 16 KiB of floats) stream one at a time, one linear
+      // read the prefetchers follow best; longer rows go four at a time so each input load serves four.
+      if (cols <= 4096) {
+        for (; r < r1; ++r) Store(y + r, DotRow1Bf16x2(base + r * cols, cols, xp, x), accumulate);
+        break;
+      }
       for (; r + 4 <= r1; r += 4) {
         DotRows4Bf16(base + r * cols, cols, cols, xp, x, out);
         for (int i = 0; i < 4; ++i) Store(y + r + i, out[i], accumulate);
