@@ -2,6 +2,8 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -78,6 +80,19 @@ inline std::vector<float> run_split(const ModelConfig& c, const WeightSource& sr
   for (auto& t : threads) t.join();
   for (size_t r = 1; r < slices.size(); ++r) EXPECT_EQ(logits[r], logits[0]) << "rank " << r << " differs from rank 0";
   return logits[0];
+}
+
+// Greedy continuation by stepping the session from the prompt (the same path generate() takes).
+inline std::vector<TokenId> greedy(Session& s, const std::vector<TokenId>& prompt, size_t n) {
+  std::vector<float> logits;
+  s.reset();
+  s.forward(prompt.data(), int64_t(prompt.size()), logits);
+  std::vector<TokenId> out;
+  while (out.size() < n) {
+    out.push_back(TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    if (out.size() < n) s.forward(&out.back(), 1, logits);
+  }
+  return out;
 }
 
 inline float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {

@@ -19,18 +19,6 @@ namespace fs = std::filesystem;
 const fs::path kSource = UNEVEN_SOURCE_DIR;
 const fs::path kShared = kSource / "../shared/fixtures/hf";
 
-std::vector<TokenId> greedy(Session& s, const std::vector<TokenId>& prompt, size_t n) {
-  std::vector<float> logits;
-  s.reset();
-  s.forward(prompt.data(), int64_t(prompt.size()), logits);
-  std::vector<TokenId> out;
-  while (out.size() < n) {
-    out.push_back(TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    if (out.size() < n) s.forward(&out.back(), 1, logits);
-  }
-  return out;
-}
-
 float max_diff(const float* a, const std::vector<float>& b) {
   float m = 0;
   for (size_t i = 0; i < b.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
@@ -63,7 +51,7 @@ void check_shared_fixture(const std::string& name) {
   std::printf("%s: max |logit - transformers| first position %.3g, last %.3g\n", name.c_str(), double(d_first), double(d_last));
   EXPECT_LE(d_first, 1e-4f);
   EXPECT_LE(d_last, 1e-4f);
-  EXPECT_EQ(greedy(session, prompt_ids, greedy_ids.size()), greedy_ids);
+  EXPECT_EQ(testing::greedy(session, prompt_ids, greedy_ids.size()), greedy_ids);
 
   for (auto shares : {std::vector<double>{3, 1}, std::vector<double>{5, 2, 1}}) {
     auto split = testing::run_split(c, *files.weights, testing::planned_slices(c, shares), prompt_ids);

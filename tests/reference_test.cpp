@@ -79,19 +79,6 @@ Reference load_reference(const fs::path& dir) {
   return r;
 }
 
-// Greedy continuation by stepping the session from the prompt (the same path generate() takes).
-std::vector<TokenId> greedy(Session& s, const std::vector<TokenId>& prompt, size_t n) {
-  std::vector<float> logits;
-  s.reset();
-  s.forward(prompt.data(), int64_t(prompt.size()), logits);
-  std::vector<TokenId> out;
-  while (out.size() < n) {
-    out.push_back(TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    if (out.size() < n) s.forward(&out.back(), 1, logits);
-  }
-  return out;
-}
-
 void check_model_against_reference(const fs::path& model_path, const fs::path& ref_dir) {
   SCOPED_TRACE(model_path.string());
   Reference ref = load_reference(ref_dir);
@@ -111,7 +98,7 @@ void check_model_against_reference(const fs::path& model_path, const fs::path& r
   std::printf("%s: %zu positions, max |logit - reference| = %.3g%s\n", model_path.filename().c_str(),
               ref.prompt_ids.size(), double(diff),
               self > 0 ? fmt::format(" (transformers chunked vs token by token: {:.3g})", self).c_str() : "");
-  EXPECT_EQ(greedy(session, ref.prompt_ids, ref.greedy_ids.size()), ref.greedy_ids);
+  EXPECT_EQ(testing::greedy(session, ref.prompt_ids, ref.greedy_ids.size()), ref.greedy_ids);
 
   // The same model split 3:1 and 5:2:1 by the planner over in-process ranks.
   for (auto shares : {std::vector<double>{3, 1}, std::vector<double>{5, 2, 1}}) {

@@ -143,6 +143,7 @@ int run_bench(const BenchOptions& opt) {
       {"weight_dtype", std::string(dtype_name(held_dtype(*run.model)))},
       {"ranks", comm.size()},
       {"threads", pool.size()},
+      {"simd_target", kernels::simd_target()},
       {"load_seconds", load_s},
       {"prompt_tokens", opt.prompt_tokens},
       {"prompt_tokens_per_second", double(opt.prompt_tokens) / prompt_s},
@@ -173,8 +174,9 @@ int run_bench(const BenchOptions& opt) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
-  std::printf("model        %s (%s, %s weights, %d rank(s), %d threads, loaded in %.1f s)\n", opt.model.model_path.c_str(),
-              c.architecture.c_str(), out["weight_dtype"].get<std::string>().c_str(), comm.size(), pool.size(), load_s);
+  std::printf("model        %s (%s, %s weights, %d rank(s), %d threads, %s kernels, loaded in %.1f s)\n",
+              opt.model.model_path.c_str(), c.architecture.c_str(), out["weight_dtype"].get<std::string>().c_str(),
+              comm.size(), pool.size(), kernels::simd_target(), load_s);
   std::printf("prompt       %lld tokens  %.1f tok/s\n", (long long)opt.prompt_tokens, double(opt.prompt_tokens) / prompt_s);
   std::printf("             %lld chunk(s) of up to %lld tokens; weights read per chunk %.1f MB", (long long)chunks,
               (long long)Session::kMaxChunk, prompt_reads.total() / double(chunks) / 1e6);
