@@ -161,15 +161,19 @@ int run_bench(const BenchOptions& opt) {
   // measured instead of given GB/s): each rank's bytes read per token over its streaming bandwidth; the
   // slowest rank's in tensor parallelism, the sum over stages in a pipeline (stages run one after another).
   const bool pipeline = !run.model->slices().stage_layers.empty();
-  double measured_prediction_s = 0;
+  double measured_prediction_s = 0, all_ranks_bytes = 0;
   for (const auto& r : ranks_json) {
     out["per_rank"].push_back(nlohmann::json::parse(r));
     const auto& last = out["per_rank"].back();
     const double gbps = last["stream_read_gb_per_second"];
     const double rank_s = gbps > 0 ? last["decode_weight_bytes_per_token"].get<double>() / (gbps * 1e9) : 0.0;
     measured_prediction_s = pipeline ? measured_prediction_s + rank_s : std::max(measured_prediction_s, rank_s);
+    all_ranks_bytes += last["decode_weight_bytes_per_token"].get<double>();
   }
   out["predicted_ms_per_token_at_measured_bandwidth"] = measured_prediction_s * 1e3;
+  // What the ranks read together per second of decode (on one machine they share its memory bandwidth).
+  out["all_ranks_read_bytes_per_token"] = all_ranks_bytes;
+  out["all_ranks_read_gb_per_second"] = all_ranks_bytes * decode_tps / 1e9;
   if (opt.json) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -196,6 +200,10 @@ int run_bench(const BenchOptions& opt) {
   else
     std::printf("weight read  %.2f GB/s on rank 0 (streaming read bandwidth not measured)\n", weight_gbps);
   if (comm.size() > 1) {
+    const double together = out["all_ranks_read_gb_per_second"];
+    std::printf("all ranks    %.1f MB/token read, %.2f GB/s together", all_ranks_bytes / 1e6, together);
+    if (stream_gbps > 0) std::printf(" (%.0f%% of rank 0's streaming read bandwidth)", 100.0 * together / stream_gbps);
+    std::printf("\n");
     std::printf("all-reduce   %.1f us for %lld floats (hidden size)\n", allreduce_s * 1e6, (long long)c.hidden_size);
     if (run.setup.predicted_seconds_per_token > 0)
       std::printf("plan         predicted %.2f ms/token (from the given bandwidths)\n", run.setup.predicted_seconds_per_token * 1e3);
