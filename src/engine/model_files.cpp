@@ -18,6 +18,9 @@ ModelFiles open_model(const std::string& path, const OpenOptions& options) {
   if (!is_dir && path.ends_with(".gguf")) {
     auto tensors = std::make_shared<TensorFiles>(TensorFiles::open_gguf(path));
     m.config = config_from_gguf_metadata(tensors->metadata(), path);
+    // llama.cpp writes models with tied embeddings (Llama-3.2-1B, Qwen3-0.6B, ...) without output.weight and
+    // uses token_embd.weight as the output head; so do we.
+    if (!tensors->find("lm_head.weight")) m.config.tie_word_embeddings = true;
     if (options.need_tokenizer) m.tokenizer = tokenizer_from_gguf_metadata(tensors->metadata(), path);
     m.tensors = tensors;
   } else {
