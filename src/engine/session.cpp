@@ -155,9 +155,9 @@ void Session::forward_chunk(const TokenId* tokens, int64_t count, std::vector<fl
                         emb.dtype, h, x_.data() + t * h);
         times_.reads.head += double(row_bytes);
       }
-    // Every tensor-parallel rank takes part, whatever its own share: a rank that holds the whole vocabulary
-    // (a small vocabulary rounded to one rank) must still meet the others that hold none of it.
-    if (!pipeline) all_reduce(x_.data(), count * h);
+    // Decided for all ranks alike, not by a rank's own share: one that holds the whole vocabulary (a small
+    // vocabulary rounded to one rank) must still meet the others that hold none of it.
+    if (!pipeline && s.embedding_split) all_reduce(x_.data(), count * h);
   }
 
   rope_.tables(position_, count, cos_, sin_);

@@ -86,6 +86,7 @@ RankSlices rank_slices(const Plan& plan, const ModelConfig& c, int rank) {
     for (const Stage& st : plan.stages) s.stage_layers.push_back(st.layers);
   } else if (plan.world_size > 1) {
     for (size_t k = 0; k < stage.ranks.size(); ++k) s.output_rows_by_rank.push_back(pick(plan.output_rows, k));
+    s.embedding_split = true;
   }
   return s;
 }

@@ -45,6 +45,10 @@ struct RankSlices {
   // vocabulary when replicated.
   Range embedding_rows;
   Range output_rows;
+  // Tensor mode over several ranks: the embedding rows partition the vocabulary among the ranks (one may
+  // hold all of it and the others none), so every rank looks up its rows and the lookups are summed.
+  // False: each rank holds every row it looks up (one rank, a pipeline stage, or a replicated embedding).
+  bool embedding_split = false;
   // Pipeline mode: whether this rank holds the embedding (first stage) / final norm and head (last stage).
   bool has_embedding = true;
   bool has_output = true;
