@@ -18,15 +18,17 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-nlohmann::json reads_json(const WeightReads& r, double scale) {
-  return {{"attention", r.attention * scale}, {"linear_attention", r.linear * scale}, {"dense_mlp", r.mlp * scale},
-          {"routers_and_gates", r.router * scale}, {"shared_experts", r.shared * scale},
-          {"routed_experts", r.experts * scale}, {"head_and_embedding", r.head * scale}, {"total", r.total() * scale}};
+nlohmann::json reads_json(const WeightReads& r) {
+  return {{"attention", r.attention}, {"linear_attention", r.linear}, {"dense_mlp", r.mlp},
+          {"routers_and_gates", r.router}, {"shared_experts", r.shared}, {"routed_experts", r.experts},
+          {"head_and_embedding", r.head}, {"total", r.total()}};
 }
 
-WeightReads minus(const WeightReads& a, const WeightReads& b) {
-  return {a.attention - b.attention, a.linear - b.linear, a.mlp - b.mlp, a.router - b.router,
-          a.shared - b.shared, a.experts - b.experts, a.head - b.head};
+// (a - b) * scale, part by part: the reads of one stretch of the run, per token or per chunk.
+WeightReads reads_between(const WeightReads& a, const WeightReads& b, double scale) {
+  return {(a.attention - b.attention) * scale, (a.linear - b.linear) * scale, (a.mlp - b.mlp) * scale,
+          (a.router - b.router) * scale, (a.shared - b.shared) * scale, (a.experts - b.experts) * scale,
+          (a.head - b.head) * scale};
 }
 
 // Bytes of routed-expert weights this rank holds (what one pass over every expert reads).
@@ -90,8 +92,8 @@ int run_bench(const BenchOptions& opt) {
   session.forward(prompt.data(), int64_t(prompt.size()), logits);
   const double prompt_s = now_s() - t0;
   const ForwardTimes before = session.times();
-  const WeightReads prompt_reads = minus(before.reads, before_prompt);
   const int64_t chunks = (opt.prompt_tokens + Session::kMaxChunk - 1) / Session::kMaxChunk;
+  const WeightReads per_chunk = reads_between(before.reads, before_prompt, 1.0 / double(chunks));
   t0 = now_s();
   for (int64_t i = 0; i < opt.decode_tokens; ++i) {
     TokenId next = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -105,8 +107,8 @@ int run_bench(const BenchOptions& opt) {
   const double stream_gbps = opt.skip_bandwidth ? 0.0 : kernels::measure_read_bandwidth(pool) / 1e9;
   // Weight bytes decode actually read per token: every held matrix but the embedding (one row per token)
   // and, of the routed experts, only the ones the router chose.
-  const WeightReads decode_reads = minus(session.times().reads, before.reads);
-  const double bytes_per_token = decode_reads.total() / double(opt.decode_tokens);
+  const WeightReads per_token = reads_between(session.times().reads, before.reads, 1.0 / double(opt.decode_tokens));
+  const double bytes_per_token = per_token.total();
   const double rank_gbps = bytes_per_token / (decode_s / double(opt.decode_tokens)) / 1e9;
   const double experts_held = expert_bytes_held(*run.model);
 
@@ -119,10 +121,10 @@ int run_bench(const BenchOptions& opt) {
       {"file_bytes_read", run.file_bytes_read},
       {"os_file_bytes_loaded", run.os_file_bytes_loaded},
       {"decode_weight_bytes_per_token", bytes_per_token},
-      {"decode_read_bytes_per_token", reads_json(decode_reads, 1.0 / double(opt.decode_tokens))},
+      {"decode_read_bytes_per_token", reads_json(per_token)},
       {"decode_read_gb_per_second", rank_gbps},
       {"fraction_of_own_stream_bandwidth", stream_gbps > 0 ? rank_gbps / stream_gbps : 0.0},
-      {"prompt_read_bytes_per_chunk", reads_json(prompt_reads, 1.0 / double(chunks))},
+      {"prompt_read_bytes_per_chunk", reads_json(per_chunk)},
       {"routed_expert_bytes_held", experts_held},
       {"compute_ms_per_token", per_token_compute * 1e3},
       {"comm_ms_per_token", per_token_comm * 1e3},
@@ -183,17 +185,16 @@ int run_bench(const BenchOptions& opt) {
               comm.size(), pool.size(), kernels::simd_target(), load_s);
   std::printf("prompt       %lld tokens  %.1f tok/s\n", (long long)opt.prompt_tokens, double(opt.prompt_tokens) / prompt_s);
   std::printf("             %lld chunk(s) of up to %lld tokens; weights read per chunk %.1f MB", (long long)chunks,
-              (long long)Session::kMaxChunk, prompt_reads.total() / double(chunks) / 1e6);
+              (long long)Session::kMaxChunk, per_chunk.total() / 1e6);
   if (experts_held > 0)
-    std::printf(", routed experts %.1f MB of %.1f MB held (each expert at most once per chunk)",
-                prompt_reads.experts / double(chunks) / 1e6, experts_held / 1e6);
+    std::printf(", routed experts %.1f MB of %.1f MB held (each expert at most once per chunk)", per_chunk.experts / 1e6,
+                experts_held / 1e6);
   std::printf("\n");
   std::printf("decode       %lld tokens  %.2f tok/s  (%.2f ms/token)\n", (long long)opt.decode_tokens, decode_tps, 1e3 / decode_tps);
   std::printf("read/token   %.1f MB: attention %.1f, linear attention %.1f, dense MLP %.1f, routers %.2f, shared experts "
-              "%.1f, routed experts %.1f, head %.1f\n", bytes_per_token / 1e6, decode_reads.attention / double(opt.decode_tokens) / 1e6,
-              decode_reads.linear / double(opt.decode_tokens) / 1e6, decode_reads.mlp / double(opt.decode_tokens) / 1e6,
-              decode_reads.router / double(opt.decode_tokens) / 1e6, decode_reads.shared / double(opt.decode_tokens) / 1e6,
-              decode_reads.experts / double(opt.decode_tokens) / 1e6, decode_reads.head / double(opt.decode_tokens) / 1e6);
+              "%.1f, routed experts %.1f, head %.1f\n", bytes_per_token / 1e6, per_token.attention / 1e6,
+              per_token.linear / 1e6, per_token.mlp / 1e6, per_token.router / 1e6, per_token.shared / 1e6,
+              per_token.experts / 1e6, per_token.head / 1e6);
   if (stream_gbps > 0)
     std::printf("weight read  %.2f GB/s on rank 0 of %.2f GB/s streaming read bandwidth (%.0f%%)\n", weight_gbps, stream_gbps,
                 100.0 * weight_gbps / stream_gbps);

@@ -16,17 +16,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
-bool is_vector_slot(Slot s) {
-  switch (s) {
-    case Slot::FinalNorm: case Slot::AttnNorm: case Slot::FfnNorm: case Slot::QNorm: case Slot::KNorm:
-    case Slot::QBias: case Slot::KBias: case Slot::VBias: case Slot::LinearConv: case Slot::LinearALog:
-    case Slot::LinearDtBias: case Slot::LinearNorm:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // RMSNorm weights that the config says are stored as an offset from one.
 bool is_offset_norm(Slot s) {
   return s == Slot::FinalNorm || s == Slot::AttnNorm || s == Slot::FfnNorm || s == Slot::QNorm || s == Slot::KNorm;
@@ -154,6 +143,7 @@ class Loader {
   ModelWeights& weights_;
 };
 
+// Where a slot's tensor goes: a vector (widened to F32) or a matrix; null for the other kind.
 std::vector<float>* vector_target(ModelWeights& w, LayerWeights& lw, Slot s) {
   switch (s) {
     case Slot::FinalNorm: return &w.final_norm;
@@ -207,8 +197,8 @@ void load_specs(Loader& load, ModelWeights& w, LayerWeights& lw, const std::vect
     size_t j = i + 1;
     while (j < specs.size() && specs[j].slot == specs[i].slot && specs[j].index == specs[i].index) group.push_back(&specs[j++]);
     const Slot slot = specs[i].slot;
-    if (is_vector_slot(slot)) {
-      *vector_target(w, lw, slot) = load.vec(group, layer);
+    if (std::vector<float>* v = vector_target(w, lw, slot)) {
+      *v = load.vec(group, layer);
     } else if (Linear* m = matrix_target(w, lw, slot, specs[i].index)) {
       *m = load.matrix(group, layer);
     } else {

@@ -28,8 +28,10 @@ void Session::moe_block(int64_t l, int64_t count) {
     // Router (every rank computes the same choice from the same activations): softmax over all experts,
     // the top k, renormalised to sum 1 when norm_topk_prob.
     matmul(lw.router, normed_.data(), count, router_logits_.data(), times_.reads.router);
-    std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(n_experts));  // expert -> (token, weight)
-    std::vector<int64_t> order(static_cast<size_t>(n_experts));
+    // Scratch kept across calls (no allocation per layer and token once warm).
+    auto& routed = routed_;
+    auto& order = expert_order_;
+    for (auto& tokens : routed) tokens.clear();
     for (int64_t t = 0; t < count; ++t) {
       float* p = router_logits_.data() + t * n_experts;
       kernels::softmax(p, n_experts);

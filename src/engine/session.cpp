@@ -18,7 +18,6 @@
 namespace uneven {
 namespace {
 
-
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -81,6 +80,8 @@ Session::Session(const Model& model, Collective& comm, ThreadPool& pool, int64_t
     expert_in_.resize(size_t(kMaxChunk * h));
     expert_out_.resize(size_t(kMaxChunk * h));
     shared_scalar_.resize(size_t(kMaxChunk));
+    routed_.resize(size_t(c.num_experts));
+    expert_order_.resize(size_t(c.num_experts));
   }
 }
 
@@ -215,8 +216,8 @@ void Session::run_layer(int64_t l, int64_t count) {
   else mlp_block(l, count);
 }
 
-void Session::matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads, bool accumulate) {
-  kernels::matmul(w.view, x, count, y, pool_, accumulate);
+void Session::matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads) {
+  kernels::matmul(w.view, x, count, y, pool_);
   reads += double(w.view.rows * w.view.cols) * double(dtype_size(w.view.dtype));
 }
 
@@ -226,8 +227,7 @@ void Session::finish_block(int64_t count) {
   kernels::add(x_.data(), proj_.data(), count * h);
 }
 
-void Session::ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads,
-                  bool accumulate) {
+void Session::ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads) {
   const int64_t cols = down.view.cols;
   matmul(gate_up, x, count, gate_up_.data(), reads);
   // Row t holds [gate | up]; the activations are packed to [t][cols] for the down product.
@@ -236,7 +236,7 @@ void Session::ffn(const Linear& gate_up, const Linear& down, const float* x, int
     kernels::silu_mul(row, row + cols, cols);
     if (t > 0) std::copy_n(row, cols, gate_up_.data() + t * cols);
   }
-  matmul(down, gate_up_.data(), count, out, reads, accumulate);
+  matmul(down, gate_up_.data(), count, out, reads);
 }
 
 void Session::attention_block(int64_t l, int64_t count) {

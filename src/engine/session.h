@@ -65,10 +65,10 @@ class Session {
   void linear_attention_block(int64_t layer, int64_t count);
   void mlp_block(int64_t layer, int64_t count);
   void moe_block(int64_t layer, int64_t count);
-  // out[t] (+)= down(silu(gate) * up) of rows x[t]; gate_up holds gate rows then up rows.
-  void ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads,
-           bool accumulate = false);
-  void matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads, bool accumulate = false);
+  // out[t] = down(silu(gate) * up) of rows x[t]; gate_up holds gate rows then up rows.
+  void ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads);
+  // kernels::matmul, counting the matrix's bytes into `reads`.
+  void matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads);
   // Partial sums of the block in proj_ meet here; then the residual add.
   void finish_block(int64_t count);
   void all_reduce(float* data, int64_t n);
@@ -94,6 +94,8 @@ class Session {
   std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, scores_, cos_, sin_, q_gate_;
   std::vector<float> mixed_, conv_out_, core_, beta_, decay_, delta_scratch_;
   std::vector<float> router_logits_, expert_in_, expert_out_, shared_scalar_;
+  std::vector<std::vector<std::pair<int64_t, float>>> routed_;  // per expert: (token, weight) of this batch
+  std::vector<int64_t> expert_order_;
   std::vector<float> local_logits_, gathered_;  // vocabulary-split output head
   ForwardTimes times_;
 };
