@@ -90,6 +90,8 @@ double fit_symmetric(const float* x, const double* w, int n, int nmax, int* q) {
 // [0, nstep] from the min, solving d and m by weighted least squares for each level assignment, and
 // keeps the lowest weighted squared error. Returns {d, m}; q holds the levels.
 struct Affine { double d, m; };
+// Lloyd refinement rounds after the scale search (each is kept only if it lowers the error).
+constexpr int kLloyd = 4;
 Affine fit_affine(const float* x, const double* w, int n, int nmax, double rmin, double rdelta, int nstep,
                   bool min_nonpos, uint8_t* q) {
   double lo = x[0], hi = x[0], sw = 0, sx = 0;
@@ -155,7 +157,7 @@ Affine fit_affine(const float* x, const double* w, int n, int nmax, double rmin,
     try_levels(tmp);
   }
   // Lloyd steps: re-round against the current best (d, m), re-solve, keep while the error drops.
-  for (int it = 0; it < 4 && best.d > 0; ++it) {
+  for (int it = 0; it < kLloyd && best.d > 0; ++it) {
     for (int i = 0; i < n; ++i) tmp[i] = uint8_t(std::clamp(nearest((x[i] - best.m) / best.d), 0, nmax));
     if (!try_levels(tmp)) break;
   }
@@ -285,16 +287,85 @@ void k_affine(const float* x, uint16_t& d_out, uint16_t& dmin_out, uint8_t* scal
     ls[j] = max_sc > 0 ? uint8_t(std::clamp(nearest(63 * sc[j] / max_sc), 0, 63)) : 0;
     lm[j] = max_mn > 0 ? uint8_t(std::clamp(nearest(63 * mn[j] / max_mn), 0, 63)) : 0;
   }
-  std::memset(scales, 0, kKScaleBytes);
-  for (int j = 0; j < 8; ++j) pack_scale_min(j, ls[j], lm[j], scales);
+  // Levels for stored super-block scales (D, M) and the weighted error they give.
+  auto levels_for = [&](uint16_t hd, uint16_t hm, uint8_t* L) {
+    const double D = f16_to_f32(hd), M = f16_to_f32(hm);
+    double err = 0;
+    for (int j = 0; j < 8; ++j) {
+      const double d = D * ls[j], m = M * lm[j];
+      for (int i = 0; i < 32; ++i) {
+        const int k = 32 * j + i;
+        L[k] = d > 0 ? uint8_t(std::clamp(nearest((x[k] + m) / d), 0, nmax)) : 0;
+        const double r = d * L[k] - m - x[k];
+        err += w[k] * r * r;
+      }
+    }
+    return err;
+  };
   d_out = f16_sat(max_sc / 63);
   dmin_out = f16_sat(max_mn / 63);
-  const double D = f16_to_f32(d_out), M = f16_to_f32(dmin_out);
-  for (int j = 0; j < 8; ++j) {
-    const double d = D * ls[j], m = M * lm[j];
-    for (int i = 0; i < 32; ++i)
-      levels[32 * j + i] = d > 0 ? uint8_t(std::clamp(nearest((x[32 * j + i] + m) / d), 0, nmax)) : 0;
+  // Rounding each 6-bit scale and min to nearest is not the best pair for the re-rounded levels:
+  // try the neighbours of each sub-block's pair and keep the one with the lowest weighted error.
+  {
+    const double D = f16_to_f32(d_out), M = f16_to_f32(dmin_out);
+    for (int j = 0; j < 8; ++j) {
+      const float* xs = x + 32 * j;
+      const double* ws = w + 32 * j;
+      double best_e = std::numeric_limits<double>::infinity();
+      int best_s = ls[j], best_m = lm[j];
+      for (int s = std::max(0, ls[j] - 1); s <= std::min(63, ls[j] + 1); ++s) {
+        for (int mi = std::max(0, lm[j] - 1); mi <= std::min(63, lm[j] + 1); ++mi) {
+          const double d = D * s, m = M * mi;
+          double e = 0;
+          for (int i = 0; i < 32; ++i) {
+            const int l = d > 0 ? std::clamp(nearest((xs[i] + m) / d), 0, nmax) : 0;
+            const double r = d * l - m - xs[i];
+            e += ws[i] * r * r;
+          }
+          if (e < best_e) { best_e = e; best_s = s; best_m = mi; }
+        }
+      }
+      ls[j] = uint8_t(best_s);
+      lm[j] = uint8_t(best_m);
+    }
   }
+  double best = levels_for(d_out, dmin_out, levels);
+  // The 6-bit scales moved every sub-block off its own optimum: refit the two super-block scales by
+  // weighted least squares over the whole block (x ~= D * (ls*q) - M * lm), re-round, keep if better.
+  uint8_t L[kQKK];
+  std::copy(levels, levels + kQKK, L);
+  for (int it = 0; it < 3; ++it) {
+    double saa = 0, sab = 0, sbb = 0, sxa = 0, sxb = 0;
+    for (int k = 0; k < kQKK; ++k) {
+      const double a = double(ls[k / 32]) * L[k], bb = -double(lm[k / 32]);
+      saa += w[k] * a * a;
+      sab += w[k] * a * bb;
+      sbb += w[k] * bb * bb;
+      sxa += w[k] * x[k] * a;
+      sxb += w[k] * x[k] * bb;
+    }
+    double D, M;
+    const double det = saa * sbb - sab * sab;
+    if (sbb > 0 && det > 1e-12 * saa * sbb) {
+      D = (sxa * sbb - sxb * sab) / det;
+      M = (saa * sxb - sab * sxa) / det;
+    } else if (saa > 0) {
+      D = sxa / saa;
+      M = f16_to_f32(dmin_out);
+    } else {
+      break;
+    }
+    if (!(D > 0) || M < 0) break;
+    const uint16_t hd = f16_sat(D), hm = f16_sat(M);
+    const double e = levels_for(hd, hm, L);
+    if (!(e < best)) break;
+    best = e;
+    d_out = hd;
+    dmin_out = hm;
+    std::copy(L, L + kQKK, levels);
+  }
+  std::memset(scales, 0, kKScaleBytes);
+  for (int j = 0; j < 8; ++j) pack_scale_min(j, ls[j], lm[j], scales);
 }
 
 void q4_k(const float* x, BlockQ4_K& b) {
@@ -342,6 +413,24 @@ void q6_k(const float* x, BlockQ6_K& b) {
   for (int s = 0; s < 16; ++s) ls[s] = int8_t(std::clamp(nearest(iscale * sc[s]), -128, 127));
   b.d = f16_sat(1.0 / iscale);
   const double D = f16_to_f32(b.d);
+  // As for Q4_K: the nearest int8 scale is not always the best one once levels are re-rounded; try
+  // its neighbours (error weighted as in the fit).
+  for (int s = 0; s < 16; ++s) {
+    const float* xs = x + 16 * s;
+    double best_e = std::numeric_limits<double>::infinity();
+    int best_l = ls[s];
+    for (int c = std::max(-128, ls[s] - 1); c <= std::min(127, ls[s] + 1); ++c) {
+      const double d = D * c;
+      double e = 0;
+      for (int i = 0; i < 16; ++i) {
+        const int l = d != 0 ? std::clamp(nearest(xs[i] / d), -32, 31) : 0;
+        const double r = d * l - xs[i];
+        e += (double(xs[i]) * xs[i]) * r * r;
+      }
+      if (e < best_e) { best_e = e; best_l = c; }
+    }
+    ls[s] = int8_t(best_l);
+  }
   uint8_t L[kQKK];
   for (int s = 0; s < 16; ++s) {
     const double d = D * ls[s];
