@@ -30,6 +30,14 @@ uint16_t f16_sat(double v) {
   return f32_to_f16(f);
 }
 
+// Half of a positive v, rounded up so that the stored value is >= v: integer multiples of it then
+// still reach v's range (matters where small scales fall into half's coarse subnormal range).
+uint16_t f16_at_least(double v) {
+  uint16_t h = f16_sat(v);
+  if (double(f16_to_f32(h)) < v && h < 0x7bffu) ++h;
+  return h;
+}
+
 // Round half to even, as llama.cpp's nearest_int; inputs are clamped first so the cast cannot overflow.
 int nearest(double v) {
   v = std::clamp(v, -1e9, 1e9);
@@ -282,10 +290,17 @@ void k_affine(const float* x, uint16_t& d_out, uint16_t& dmin_out, uint8_t* scal
     mn[j] = -a.m;  // >= 0
   }
   const double max_sc = *std::max_element(sc, sc + 8), max_mn = *std::max_element(mn, mn + 8);
+  // The 6-bit scales and mins are taken against the stored (half) super-block scales, so that the
+  // half's rounding (coarse for small blocks) is absorbed by them.
+  d_out = f16_at_least(max_sc / 63);
+  dmin_out = f16_at_least(max_mn / 63);
   uint8_t ls[8], lm[8];
-  for (int j = 0; j < 8; ++j) {
-    ls[j] = max_sc > 0 ? uint8_t(std::clamp(nearest(63 * sc[j] / max_sc), 0, 63)) : 0;
-    lm[j] = max_mn > 0 ? uint8_t(std::clamp(nearest(63 * mn[j] / max_mn), 0, 63)) : 0;
+  {
+    const double D = f16_to_f32(d_out), M = f16_to_f32(dmin_out);
+    for (int j = 0; j < 8; ++j) {
+      ls[j] = D > 0 ? uint8_t(std::clamp(nearest(sc[j] / D), 0, 63)) : 0;
+      lm[j] = M > 0 ? uint8_t(std::clamp(nearest(mn[j] / M), 0, 63)) : 0;
+    }
   }
   // Levels for stored super-block scales (D, M) and the weighted error they give.
   auto levels_for = [&](uint16_t hd, uint16_t hm, uint8_t* L) {
@@ -302,8 +317,6 @@ void k_affine(const float* x, uint16_t& d_out, uint16_t& dmin_out, uint8_t* scal
     }
     return err;
   };
-  d_out = f16_sat(max_sc / 63);
-  dmin_out = f16_sat(max_mn / 63);
   // Rounding each 6-bit scale and min to nearest is not the best pair for the re-rounded levels:
   // try the neighbours of each sub-block's pair and keep the one with the lowest weighted error.
   {
@@ -403,16 +416,16 @@ void q6_k(const float* x, BlockQ6_K& b) {
   int8_t ls[16];
   if (max_abs == 0) {
     std::memset(&b, 0, sizeof b);
-    b.d = 0;
-    for (int i = 0; i < kQKK / 2; ++i) b.ql[i] = 0;
-    // level 32 is zero: low nibbles 0, high bits 2 -> 0b10 in every 2-bit field
-    for (int i = 0; i < kQKK / 4; ++i) b.qh[i] = 0xAA;
+    // all levels 32 (zero): low nibbles 0, high bit pairs 0b10
+    std::memset(b.qh, 0xAA, sizeof b.qh);
     return;
   }
-  const double iscale = -128.0 / max_sc;
-  for (int s = 0; s < 16; ++s) ls[s] = int8_t(std::clamp(nearest(iscale * sc[s]), -128, 127));
-  b.d = f16_sat(1.0 / iscale);
+  // The largest-magnitude sub-block scale maps to -128 (int8's extra level), so d has the opposite
+  // sign of it; the int8 scales are taken against the stored (half) d, rounded away from zero.
+  const double d_exact = max_sc / -128.0;
+  b.d = d_exact > 0 ? f16_at_least(d_exact) : uint16_t(f16_at_least(-d_exact) | 0x8000u);
   const double D = f16_to_f32(b.d);
+  for (int s = 0; s < 16; ++s) ls[s] = D != 0 ? int8_t(std::clamp(nearest(sc[s] / D), -128, 127)) : 0;
   // As for Q4_K: the nearest int8 scale is not always the best one once levels are re-rounded; try
   // its neighbours (error weighted as in the fit).
   for (int s = 0; s < 16; ++s) {
@@ -500,7 +513,9 @@ void mlx_group(const WeightType& t, const float* x, uint8_t* out) {
   std::memset(q, 0, size_t(t.group) * bits / 8);
   const int top = int(n_bins);
   for (int i = 0; i < t.group; ++i) {
-    const int l = s != 0 ? std::clamp(nearest((x[i] - b) / s), 0, top) : 0;
+    int l = s != 0 ? std::clamp(nearest((x[i] - b) / s), 0, top) : 0;
+    // Dequantization computes scale * q + bias in float: step toward the bias (finite) until that is.
+    while (l > 0 && !std::isfinite(float(s) * float(l) + float(b))) --l;
     if (bits == 8) q[i] = uint8_t(l);
     else q[i / 2] |= uint8_t(l << (4 * (i % 2)));
   }
