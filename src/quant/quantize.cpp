@@ -39,9 +39,13 @@ uint16_t f16_at_least(double v) {
 }
 
 // Round half to even, as llama.cpp's nearest_int; inputs are clamped first so the cast cannot overflow.
-int nearest(double v) {
+// Adding and removing 1.5 * 2^52 rounds in the FPU's default mode without a libm call (nearbyint is
+// one without SSE4.1), which dominates the scale searches otherwise.
+inline int nearest(double v) {
+  constexpr double kMagic = 6755399436931072.0;
   v = std::clamp(v, -1e9, 1e9);
-  return int(std::nearbyint(v));
+  const double t = v + kMagic;  // strict IEEE arithmetic (no -ffast-math): not folded away
+  return int(t - kMagic);
 }
 
 // ---- scale searches ---------------------------------------------------------------------------------
