@@ -252,8 +252,8 @@ TEST(GgufErrors, HeaderMagicAndVersion) {
 
 TEST(GgufErrors, UnsupportedTensorType) {
   GgufWriter w = three_tensor_file();
-  w.tensors[1].type = 12;
-  expect_gguf_error(w.bytes(), {"tensor output_norm.weight", "GGML type 12 (Q4_K)", "not supported"});
+  w.tensors[1].type = 10;
+  expect_gguf_error(w.bytes(), {"tensor output_norm.weight", "GGML type 10 (Q2_K)", "not supported"});
   w.tensors[1].type = 99;
   expect_gguf_error(w.bytes(), {"GGML type 99 (unknown)"});
 }

@@ -14,7 +14,8 @@ void ModelOptions::add_to(CLI::App& cmd, bool with_compute) {
   cmd.add_option("--model,-m", model_path, "GGUF file, Hugging Face directory, or config.json (with --random-weights)")
       ->required();
   cmd.add_flag("--random-weights", random_weights, "seeded random weights from config.json alone (no weight files)");
-  cmd.add_option("--weight-dtype", dtype, "dtype of random weights: f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}));
+  cmd.add_option("--weight-dtype", dtype, "type of random weights: " + std::string(kWeightTypeNames));
+  cmd.add_option("--group-size", group_size, "random MLX weights: elements per scale/bias group (32, 64, 128)");
   cmd.add_option("--weight-seed", weight_seed, "seed of random weights");
   cmd.add_option("--layers", layers, "random weights only: keep the first N layers of the config (benches that fit)")
       ->check(CLI::PositiveNumber);
@@ -28,7 +29,10 @@ void ModelOptions::add_to(CLI::App& cmd, bool with_compute) {
 OpenOptions ModelOptions::open_options(bool need_tokenizer) const {
   OpenOptions o;
   o.random_weights = random_weights;
-  o.random_dtype = dtype == "bf16" ? DType::BF16 : DType::F32;
+  const std::optional<WeightType> t = weight_type_from_name(dtype, int32_t(group_size));
+  if (!t || t->dtype == DType::F16) fail("--weight-dtype '{}' is not one of {}", dtype, kWeightTypeNames);
+  if (!random_weights && dtype != "f32") fail("--weight-dtype {} applies to --random-weights only", dtype);
+  o.random_dtype = *t;
   o.seed = weight_seed;
   o.need_tokenizer = need_tokenizer;
   o.layers = layers;

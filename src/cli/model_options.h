@@ -12,6 +12,7 @@ struct ModelOptions {
   std::string model_path;
   bool random_weights = false;
   std::string dtype = "f32";  // random weights only
+  int64_t group_size = 64;    // random MLX weights only
   uint64_t weight_seed = 0;
   int threads = 0;
   int64_t context = 0;  // 0: min(model max_position, 4096)

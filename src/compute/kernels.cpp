@@ -5,6 +5,8 @@
 // formula or, where the vector formula (exp) differs from libm, by running one padded vector over a
 // stack copy, so that an element's result does not depend on its position.
 #include "compute/kernels.h"
+#include "quant/blocks.h"
+#include "util/error.h"
 
 #include <cmath>
 #include <cstring>
@@ -186,7 +188,12 @@ void add(float* y, const float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(elementwise
 float dot(const float* x, const float* y, int64_t n) { return HWY_DYNAMIC_DISPATCH(elementwise::Dot)(x, y, n); }
 void axpy(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(elementwise::Axpy)(a, x, y, n); }
 void to_f32(const void* src, DType dtype, int64_t n, float* dst) {
+  if (is_quantized(dtype)) fail("to_f32: {} needs its block layout (use the WeightType overload)", dtype_name(dtype));
   if (n > 0) HWY_DYNAMIC_DISPATCH(elementwise::ToF32)(src, dtype, n, dst);
+}
+void to_f32(const void* src, const WeightType& type, int64_t n, float* dst) {
+  if (!is_quantized(type.dtype)) return to_f32(src, type.dtype, n, dst);
+  if (n > 0) quant::dequantize_row_ref(type, src, n, dst);
 }
 const char* simd_target() { return HWY_DYNAMIC_DISPATCH(elementwise::TargetName)(); }
 

@@ -7,12 +7,18 @@
 
 namespace uneven::kernels {
 
-// A weight matrix in memory: `rows` x `cols`, row-major, rows contiguous (row stride = cols elements).
+// A weight matrix in memory: `rows` x `cols`, row-major, rows contiguous (row stride = the bytes of
+// `cols` elements of its type; quantized rows are whole blocks).
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
+  int32_t group = 0;           // MLX types: elements per scale/bias group
+  DType scale = DType::BF16;   // MLX types: scale/bias type
+  WeightType type() const { return {dtype, group, scale}; }
+  uint64_t row_bytes() const { return type().bytes(cols); }
+  uint64_t bytes() const { return uint64_t(rows) * row_bytes(); }
 };
 
 // y[b, r] = sum_c W[r, c] * x[b, c] for b in [0, batch): x is batch x W.cols, y is batch x W.rows
@@ -36,6 +42,8 @@ float dot(const float* x, const float* y, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);
 // Converts n elements of `src` (dtype) to F32.
 void to_f32(const void* src, DType dtype, int64_t n, float* dst);
+// Converts n elements (whole blocks) of `src` of any type to F32.
+void to_f32(const void* src, const WeightType& type, int64_t n, float* dst);
 
 // Measures the machine's streaming read bandwidth (bytes/s) by summing a buffer much larger than the
 // caches with all pool threads, best of `repeats`.

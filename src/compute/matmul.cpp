@@ -23,6 +23,8 @@
 #include <vector>
 
 #include "compute/kernels.h"
+#include "quant/activations.h"
+#include "quant/blocks.h"
 #include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -30,6 +32,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "compute/f16-inl.h"
+#include "compute/quant-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace uneven::kernels::matmul_impl::HWY_NAMESPACE {
@@ -54,8 +57,8 @@ inline float scalar_weight(const void* w, DType t, int64_t i) {
     case DType::F32: return static_cast<const float*>(w)[i];
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+    default: return 0.0f;  // quantized rows never take the element paths
   }
-  return 0.0f;
 }
 
 // ---------------------------------------------------------------- decode (batch 1)
@@ -223,11 +226,20 @@ void PermuteEvenOdd(const float* x, int64_t cols, float* xp) {
 inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
 
 // Rows [r0, r1) of the product with one input vector.
-void GemvRows(const WeightView& w, const float* x, const float* xp, int64_t r0, int64_t r1, float* y,
-              bool accumulate) {
+void GemvRows(const WeightView& w, const float* x, const float* xp, const float* xsum16, int64_t r0, int64_t r1,
+              float* y, bool accumulate) {
   const int64_t cols = w.cols;
   float out[4];
   int64_t r = r0;
+  if (is_quantized(w.dtype)) {
+    const WeightType t = w.type();
+    const uint64_t row_bytes = t.bytes(cols);
+    const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    for (; r < r1; ++r)
+      Store(y + r, quant_impl::HWY_NAMESPACE::QuantRowDot(t, base + uint64_t(r) * row_bytes, cols, x, xp, xsum16),
+            accumulate);
+    return;
+  }
   switch (w.dtype) {
     case DType::F32: {
       const float* base = static_cast<const float*>(w.data);
@@ -271,6 +283,7 @@ void GemvRows(const WeightView& w, const float* x, const float* xp, int64_t r0, 
 #endif
       break;
     }
+    default: break;
   }
 }
 
@@ -285,6 +298,12 @@ void PackTile(const WeightView& w, int64_t r0, int64_t rows, int64_t k0, int64_t
     float* o = dst + r * kc;
     if (r >= rows) {
       std::fill(o, o + kc, 0.0f);
+      continue;
+    }
+    if (is_quantized(w.dtype)) {  // k0 and kc are whole blocks (see Matmul)
+      const WeightType t = w.type();
+      const uint8_t* row = static_cast<const uint8_t*>(w.data) + uint64_t(r0 + r) * t.bytes(w.cols);
+      quant::dequantize_row_ref(t, row + t.bytes(k0), kc, o);
       continue;
     }
     const int64_t at = (r0 + r) * w.cols + k0;
@@ -306,6 +325,7 @@ void PackTile(const WeightView& w, int64_t r0, int64_t rows, int64_t k0, int64_t
         for (; c + N <= kc; c += N) hn::StoreU(LoadF16AsF32(d, s + c), d, o + c);
         break;
       }
+      default: break;
     }
     for (; c < kc; ++c) o[c] = scalar_weight(w.data, w.dtype, at + c);
   }
@@ -393,11 +413,32 @@ void ForRowPieces(ThreadPool& pool, int64_t rows, int64_t piece, const Body& bod
 
 void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, ThreadPool& pool, bool accumulate) {
   const int64_t rows = w.rows, cols = w.cols;
-  const int64_t row_bytes = cols * int64_t(dtype_size(w.dtype));
+  const int64_t row_bytes = int64_t(w.row_bytes());
+  const bool quantized = is_quantized(w.dtype);
+  // GGML weights meet activations rounded as llama.cpp rounds them (quant/activations.h), so that a
+  // GGUF gives the numbers llama.cpp gives; MLX weights meet the activations as they are.
+  thread_local std::vector<float> rounded, sums;
+  if (quantized && !is_mlx(w.dtype)) {
+    rounded.resize(size_t(batch * cols));
+    sums.resize(size_t(cols / 16 + 1));
+    for (int64_t b = 0; b < batch; ++b)
+      quant::round_activations(w.dtype, x + b * cols, cols, rounded.data() + b * cols, sums.data());
+    x = rounded.data();
+  }
   if (batch == 1) {
     const float* xp = nullptr;
-#if HWY_TARGET != HWY_SCALAR
+    const float* xsum16 = nullptr;
     thread_local std::vector<float> permuted;
+    if (quantized) {
+      permuted.resize(size_t(cols));
+      if (is_mlx(w.dtype)) {
+        sums.resize(size_t(cols / 16 + 1));
+        quant_impl::HWY_NAMESPACE::PrepareQuantInput(w.type(), x, cols, sums.data(), permuted.data());
+      }
+      xp = permuted.data();
+      xsum16 = sums.data();
+    }
+#if HWY_TARGET != HWY_SCALAR
     if (w.dtype == DType::BF16) {
       permuted.resize(size_t(cols));
       PermuteEvenOdd(x, cols, permuted.data());
@@ -407,11 +448,15 @@ void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, Thread
     // ~64 KiB of weights per piece: long enough runs for the prefetchers and to amortise the claim,
     // short enough to balance threads (a 2048x2048 BF16 matrix is 128 pieces).
     const int64_t piece = std::max<int64_t>(1, (int64_t(64) << 10) / row_bytes / kRows) * kRows;
-    ForRowPieces(pool, rows, piece, [&](int64_t r0, int64_t r1) { GemvRows(w, x, xp, r0, r1, y, accumulate); });
+    ForRowPieces(pool, rows, piece,
+                 [&](int64_t r0, int64_t r1) { GemvRows(w, x, xp, xsum16, r0, r1, y, accumulate); });
     return;
   }
-  // Column block: keeps the batch x kc inputs (<= 512 KiB) in L2 and the packed tile in L1/L2.
-  const int64_t kc = std::min(cols, std::clamp<int64_t>((int64_t(1) << 17) / batch / 64 * 64, 256, 2048));
+  // Column block: keeps the batch x kc inputs (<= 512 KiB) in L2 and the packed tile in L1/L2. Quantized
+  // blocks are unpacked whole, so kc is a multiple of 256 (a multiple of every block and group size).
+  const int64_t unit = quantized ? 256 : 64;
+  int64_t kc = std::min(cols, std::clamp<int64_t>((int64_t(1) << 17) / batch / unit * unit, 256, 2048));
+  if (quantized && kc < cols && kc % w.type().block_elems() != 0) kc = cols;
   // Each piece re-reads its inputs from L2 once per column block, so pieces are larger here.
   const int64_t piece = std::max<int64_t>(1, (int64_t(256) << 10) / row_bytes / kRows) * kRows;
   ForRowPieces(pool, rows, piece,

@@ -74,17 +74,20 @@ class Loader {
   Linear matrix(const std::vector<const TensorSpec*>& specs, int64_t layer) {
     std::vector<Located> parts;
     for (const TensorSpec* spec : specs) parts.push_back(locate(*spec, layer));
-    const DType dtype = parts[0].info.dtype;
+    const WeightType type = parts[0].info.type();
+    const DType dtype = type.dtype;
     const int64_t row_elems = parts[0].info.row_elems();
     for (const Located& p : parts) {
-      if (p.info.dtype != dtype || p.info.row_elems() != row_elems)
-        fail("{}: tensors {} ({}, rows of {}) and {} ({}, rows of {}) must have the same dtype and row length to be "
-             "loaded as one matrix", source_.describe(), parts[0].info.name, dtype_name(dtype), row_elems, p.info.name,
-             dtype_name(p.info.dtype), p.info.row_elems());
+      if (p.info.type() != type || p.info.row_elems() != row_elems)
+        fail("{}: tensors {} ({}, rows of {}) and {} ({}, rows of {}) must have the same type and row length to be "
+             "loaded as one matrix", source_.describe(), parts[0].info.name, type.name(), row_elems, p.info.name,
+             p.info.type().name(), p.info.row_elems());
       if (p.range.columns && parts.size() > 1) fail("column slice of {} cannot be stacked with other tensors", p.info.name);
     }
     Linear out;
     out.view.dtype = dtype;
+    out.view.group = type.group;
+    out.view.scale = type.scale;
     if (parts[0].range.columns) {
       const Located& p = parts[0];
       const Range r = p.range.runs.at(0);
@@ -102,7 +105,7 @@ class Loader {
         for (const Located& p : parts)
           if (!p.range.runs.empty()) out.bytes = source_.read_rows(p.info, p.range.runs[0].begin, p.range.runs[0].end);
       } else if (runs > 1) {
-        const size_t row_bytes = size_t(row_elems) * dtype_size(dtype);
+        const size_t row_bytes = size_t(type.bytes(row_elems));
         std::vector<uint8_t> all(size_t(rows) * row_bytes);
         size_t at = 0;
         for (const Located& p : parts)
@@ -130,7 +133,7 @@ class Loader {
   std::vector<float> vec(const std::vector<const TensorSpec*>& specs, int64_t layer) {
     Linear l = matrix(specs, layer);
     std::vector<float> v(size_t(l.view.rows * l.view.cols));
-    kernels::to_f32(l.bytes.data(), l.view.dtype, int64_t(v.size()), v.data());
+    kernels::to_f32(l.bytes.data(), l.view.type(), int64_t(v.size()), v.data());
     if (is_offset_norm(specs[0]->slot) && config_.norm_weight_offset != 0.0f)
       for (float& x : v) x += config_.norm_weight_offset;
     return v;

@@ -21,7 +21,7 @@ struct ModelFiles {
 
 struct OpenOptions {
   bool random_weights = false;    // build weights from config.json alone
-  DType random_dtype = DType::F32;
+  WeightType random_dtype = DType::F32;  // random_weights: F32, BF16, or a quantized type
   uint64_t seed = 0;
   bool need_tokenizer = true;
   int64_t layers = 0;             // with random_weights: keep only the first `layers` layers (0 = all)

@@ -149,11 +149,11 @@ void Session::forward_chunk(const TokenId* tokens, int64_t count, std::vector<fl
   std::fill(x_.begin(), x_.begin() + count * h, 0.0f);
   if (s.has_embedding) {
     const kernels::WeightView& emb = w.embedding.view;
-    const size_t row_bytes = size_t(h) * dtype_size(emb.dtype);
+    const size_t row_bytes = size_t(emb.type().bytes(h));
     for (int64_t t = 0; t < count; ++t)
       if (s.embedding_rows.contains(tokens[t])) {
         kernels::to_f32(static_cast<const uint8_t*>(emb.data) + size_t(tokens[t] - s.embedding_rows.begin) * row_bytes,
-                        emb.dtype, h, x_.data() + t * h);
+                        emb.type(), h, x_.data() + t * h);
         times_.reads.head += double(row_bytes);
       }
     // Decided for all ranks alike, not by a rank's own share: one that holds the whole vocabulary (a small
@@ -183,7 +183,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t count, std::vector<fl
     if (s.has_output) {
       kernels::rmsnorm(x_.data() + first * h, w.final_norm.data(), float(config_.rms_norm_eps), h, rows, normed_.data());
       const kernels::WeightView& head = model_.output_head();
-      times_.reads.head += double(head.rows * head.cols) * double(dtype_size(head.dtype));
+      times_.reads.head += double(head.bytes());
       if (s.output_rows_by_rank.empty()) {
         kernels::matmul(head, normed_.data(), rows, out, pool_);
       } else {
@@ -218,7 +218,7 @@ void Session::run_layer(int64_t l, int64_t count) {
 
 void Session::matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads) {
   kernels::matmul(w.view, x, count, y, pool_);
-  reads += double(w.view.rows * w.view.cols) * double(dtype_size(w.view.dtype));
+  reads += double(w.view.bytes());
 }
 
 void Session::finish_block(int64_t count) {

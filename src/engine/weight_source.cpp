@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "engine/arch.h"
+#include "quant/quantize.h"
 #include "util/error.h"
 
 namespace uneven {
@@ -46,13 +47,16 @@ uint64_t fnv1a(const std::string& s) {
 
 class RandomWeightSource final : public WeightSource {
  public:
-  RandomWeightSource(const ModelConfig& c, DType dtype, uint64_t seed) : seed_(seed) {
+  RandomWeightSource(const ModelConfig& c, const WeightType& type, uint64_t seed) : seed_(seed) {
     auto add = [&](const TensorSpec& spec) {
       TensorInfo info;
       info.name = info.file_name = spec.name;
       info.shape = spec.shape;
-      info.dtype = dtype;
-      info.nbytes = uint64_t(info.numel()) * dtype_size(dtype);
+      const WeightType t = random_tensor_type(type, spec);
+      info.dtype = t.dtype;
+      info.group = t.group;
+      info.group_scale = t.scale;
+      info.nbytes = uint64_t(info.numel() / t.block_elems()) * uint64_t(t.block_bytes());
       bool is_norm = spec.name.find("norm") != std::string::npos;
       bool is_bias = spec.name.ends_with(".bias");
       // Norm weights near 1 as the forward pass applies them: offset norms store w - 1; the gated norm of
@@ -92,25 +96,51 @@ class RandomWeightSource final : public WeightSource {
     float offset = 0, scale = 1;
   };
 
+  // Quantized random weights: matrices whose rows hold whole blocks of the requested type, falling back
+  // as llama.cpp's quantizer does for narrow rows (k-quants to Q5_0 / Q5_1 / Q8_0, then F32); routers,
+  // conv1d kernels and vectors stay F32. MLX types quantize rows divisible by the group, others stay F32.
+  static WeightType random_tensor_type(const WeightType& requested, const TensorSpec& spec) {
+    if (!is_quantized(requested.dtype)) return requested;
+    const WeightType plain{DType::F32};
+    if (spec.shape.size() < 2 || spec.slot == Slot::LinearConv || spec.slot == Slot::Router || spec.slot == Slot::SharedGate)
+      return plain;
+    const int64_t cols = spec.shape.back();
+    WeightType t = requested;
+    if (cols % t.block_elems() == 0) return t;
+    if (is_mlx(t.dtype)) return plain;
+    t.dtype = t.dtype == DType::Q4_K ? DType::Q5_0 : t.dtype == DType::Q5_K ? DType::Q5_1
+            : t.dtype == DType::Q6_K ? DType::Q8_0 : t.dtype;
+    return cols % t.block_elems() == 0 ? t : plain;
+  }
+
   template <typename IndexFn>
   TensorBytes generate(const TensorInfo& t, int64_t rows, int64_t cols, IndexFn index) const {
     const Params& p = params_.at(t.name);
-    const size_t elem = dtype_size(t.dtype);
-    std::vector<uint8_t> bytes(size_t(rows * cols) * elem);
+    const WeightType type = t.type();
+    if (cols % type.block_elems() != 0)
+      fail("random weights: {} columns of tensor {} are not whole {} blocks", cols, t.name, type.name());
+    const size_t row_bytes = size_t(type.bytes(cols));
+    std::vector<uint8_t> bytes(size_t(rows) * row_bytes);
     auto fill_rows = [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
+      std::vector<float> row(static_cast<size_t>(cols));
+      for (int64_t r = r0; r < r1; ++r) {
         for (int64_t c = 0; c < cols; ++c) {
           uint64_t bits = splitmix64(p.name_hash + uint64_t(index(r, c)));
           float u = float(int64_t(bits >> 40) - (int64_t(1) << 23)) * (1.0f / float(1 << 23));  // [-1, 1)
-          float v = p.offset + p.scale * u;
-          size_t at = size_t(r * cols + c);
-          if (t.dtype == DType::F32) {
-            std::memcpy(&bytes[at * 4], &v, 4);
-          } else {
-            uint16_t h = f32_to_bf16(v);  // F16 random weights are generated as BF16 values
-            std::memcpy(&bytes[at * 2], &h, 2);
-          }
+          row[size_t(c)] = p.offset + p.scale * u;
         }
+        uint8_t* out = bytes.data() + size_t(r) * row_bytes;
+        if (type.dtype == DType::F32) {
+          std::memcpy(out, row.data(), row_bytes);
+        } else if (type.dtype == DType::BF16 || type.dtype == DType::F16) {
+          for (int64_t c = 0; c < cols; ++c) {
+            uint16_t h = f32_to_bf16(row[size_t(c)]);  // F16 random weights are generated as BF16 values
+            std::memcpy(out + 2 * c, &h, 2);
+          }
+        } else {
+          quant::quantize_row(type, row.data(), cols, out);
+        }
+      }
     };
     int64_t threads = rows * cols > (1 << 20) ? std::max(1u, std::thread::hardware_concurrency()) : 1;
     std::vector<std::thread> pool;
@@ -133,9 +163,11 @@ std::unique_ptr<WeightSource> make_file_weight_source(std::shared_ptr<const Tens
   return std::make_unique<FileWeightSource>(std::move(files));
 }
 
-std::unique_ptr<WeightSource> make_random_weight_source(const ModelConfig& config, DType dtype, uint64_t seed) {
-  if (dtype == DType::F16) fail("random weights: F16 is not offered; use F32 or BF16");
-  return std::make_unique<RandomWeightSource>(config, dtype, seed);
+std::unique_ptr<WeightSource> make_random_weight_source(const ModelConfig& config, const WeightType& type, uint64_t seed) {
+  if (type.dtype == DType::F16) fail("random weights: F16 is not offered; use F32 or BF16");
+  if (is_mlx(type.dtype) && type.group != 32 && type.group != 64 && type.group != 128)
+    fail("random weights: MLX group size {} is not 32, 64 or 128", type.group);
+  return std::make_unique<RandomWeightSource>(config, type, seed);
 }
 
 }  // namespace uneven

@@ -28,6 +28,7 @@ std::unique_ptr<WeightSource> make_file_weight_source(std::shared_ptr<const Tens
 // Element values depend only on (seed, tensor name, element index), so any rank that generates any
 // slice gets the same numbers as an unsplit run. Norm weights are near 1, other values ~ U(-a, a) with
 // a = 1/sqrt(cols) so activations stay in range over many layers.
-std::unique_ptr<WeightSource> make_random_weight_source(const ModelConfig& config, DType dtype, uint64_t seed);
+// Quantized types quantize each generated row (see RandomWeightSource::random_tensor_type for which).
+std::unique_ptr<WeightSource> make_random_weight_source(const ModelConfig& config, const WeightType& type, uint64_t seed);
 
 }  // namespace uneven

@@ -17,9 +17,23 @@ std::optional<DType> dtype_from_ggml_type(uint32_t type_id) {
   switch (type_id) {
     case 0: return DType::F32;
     case 1: return DType::F16;
+    case 2: return DType::Q4_0;
+    case 3: return DType::Q4_1;
+    case 6: return DType::Q5_0;
+    case 7: return DType::Q5_1;
+    case 8: return DType::Q8_0;
+    case 12: return DType::Q4_K;
+    case 13: return DType::Q5_K;
+    case 14: return DType::Q6_K;
     case 30: return DType::BF16;
-    default: return std::nullopt;  // quantized and integer types: not readable yet
+    default: return std::nullopt;  // other quantized and integer types
   }
+}
+
+std::optional<uint32_t> ggml_type_from_dtype(DType dtype) {
+  for (uint32_t id = 0; id <= 30; ++id)
+    if (dtype_from_ggml_type(id) == dtype) return id;
+  return std::nullopt;
 }
 
 std::string_view ggml_type_name(uint32_t type_id) {
@@ -263,10 +277,10 @@ TensorFiles TensorFiles::open_gguf(const std::string& path) {
     const uint32_t type = c.read<uint32_t>();
     const std::optional<DType> dtype = dtype_from_ggml_type(type);
     if (!dtype)
-      fail("{}: tensor {} has GGML type {} ({}), which is not supported (supported: F32, F16, BF16)", path,
+      fail("{}: tensor {} has GGML type {} ({}), which is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)", path,
            t.file_name, type, ggml_type_name(type));
     t.dtype = *dtype;
-    t.nbytes = detail::checked_nbytes(t.shape, t.dtype, path, t.file_name);
+    t.nbytes = detail::checked_nbytes(t.shape, t.type(), path, t.file_name);
     const uint64_t offset = c.read<uint64_t>();
     if (offset % alignment != 0)
       fail("{}: tensor {} has data offset {}, which is not a multiple of the alignment {}", path, t.file_name, offset,

@@ -12,6 +12,8 @@ namespace uneven {
 // The element type for a GGML type id, or nullopt where this engine cannot read it yet (quantized
 // types: the seam where block formats will be added, with their own byte-size rule).
 std::optional<DType> dtype_from_ggml_type(uint32_t type_id);
+// The GGML type id of a DType that GGUF can hold (not the MLX types).
+std::optional<uint32_t> ggml_type_from_dtype(DType dtype);
 // "Q4_K" for 12, ... ; "unknown" for ids GGML does not define. For messages.
 std::string_view ggml_type_name(uint32_t type_id);
 

@@ -90,7 +90,7 @@ void read_header(const std::string& path, int file_index, std::vector<TensorInfo
       if (v > uint64_t(INT64_MAX)) fail("{}: tensor {} has an absurd dimension {}", path, name, v);
       t.shape.push_back(int64_t(v));
     }
-    detail::checked_nbytes(t.shape, t.dtype, path, name);  // rejects absurd shapes before any arithmetic
+    detail::checked_nbytes(t.shape, t.type(), path, name);  // rejects absurd shapes before any arithmetic
     if (offsets == entry.end() || !offsets->is_array() || offsets->size() != 2)
       fail("{}: tensor {}: 'data_offsets' must be an array [begin, end]", path, name);
     const uint64_t begin = unsigned_field((*offsets)[0], path, name, "data_offsets");

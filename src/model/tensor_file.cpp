@@ -107,11 +107,19 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
-uint64_t checked_nbytes(const std::vector<int64_t>& shape, DType dtype, const std::string& file,
+uint64_t checked_nbytes(const std::vector<int64_t>& shape, const WeightType& type, const std::string& file,
                         const std::string& tensor) {
-  uint64_t bytes = dtype_size(dtype);
-  for (int64_t d : shape) {
+  const int64_t per = type.block_elems();
+  if (per <= 0) fail("{}: tensor {}: {} has no valid block size", file, tensor, type.name());
+  for (int64_t d : shape)
     if (d < 0) fail("{}: tensor {} has a negative dimension in shape {}", file, tensor, shape_string(shape));
+  const int64_t inner = shape.empty() ? 1 : shape.back();
+  if (per > 1 && inner % per != 0)
+    fail("{}: tensor {} of shape {} is stored as {}, whose blocks hold {} elements, but its rows of {} are not a "
+         "whole number of blocks", file, tensor, shape_string(shape), type.name(), per, inner);
+  uint64_t bytes = uint64_t(type.block_bytes());
+  for (size_t i = 0; i < shape.size(); ++i) {
+    const int64_t d = i + 1 == shape.size() ? shape[i] / per : shape[i];
     if (d != 0 && bytes > kMaxTensorBytes / uint64_t(d))
       fail("{}: tensor {} has an absurd shape {}: more than {} bytes", file, tensor, shape_string(shape),
            kMaxTensorBytes);
@@ -128,10 +136,10 @@ std::unordered_map<std::string, size_t> check_table(const std::vector<TensorInfo
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorInfo& t = tensors[i];
     const std::string& path = paths[size_t(t.file_index)];
-    const uint64_t want = checked_nbytes(t.shape, t.dtype, path, t.file_name);
+    const uint64_t want = checked_nbytes(t.shape, t.type(), path, t.file_name);
     if (t.nbytes != want)
       fail("{}: tensor {} occupies {} bytes but shape {} x {} needs {} bytes", path, t.file_name, t.nbytes,
-           shape_string(t.shape), dtype_name(t.dtype), want);
+           shape_string(t.shape), t.type().name(), want);
     const uint64_t size = file_sizes[size_t(t.file_index)];
     // offset is bounded by the readers (< 2^63) and nbytes by kMaxTensorBytes: the sum cannot wrap.
     if (t.offset > size || t.nbytes > size - t.offset)
@@ -247,17 +255,21 @@ TensorBytes TensorFiles::read_cols(const TensorInfo& t, int64_t col_begin, int64
   if (col_begin < 0 || col_end < col_begin || col_end > cols)
     fail("{}: tensor {}: columns [{}, {}) are out of range for shape {}", description_, t.name, col_begin, col_end,
          detail::shape_string(t.shape));
-  const uint64_t elem = dtype_size(t.dtype);
-  const uint64_t width = uint64_t(col_end - col_begin) * elem;
+  const WeightType type = t.type();
+  const int64_t per = type.block_elems();
+  if (col_begin % per != 0 || col_end % per != 0)
+    fail("{}: tensor {}: columns [{}, {}) cut {} blocks of {} elements (a split must fall on block boundaries)",
+         description_, t.name, col_begin, col_end, type.name(), per);
+  const uint64_t width = type.bytes(col_end - col_begin);
   std::vector<uint8_t> out(size_t(uint64_t(rows) * width));
   if (out.empty()) return TensorBytes::owned({});
   detail::ReadOnlyFile f = reopen(paths_, file_sizes_, t);
   if (col_begin == 0 && col_end == cols) {  // the whole matrix is one contiguous range
     f.read_exact(out.data(), out.size(), t.offset);
   } else {
-    const uint64_t row_bytes = uint64_t(cols) * elem;
+    const uint64_t row_bytes = type.bytes(cols), skip = type.bytes(col_begin);
     for (int64_t r = 0; r < rows; ++r)
-      f.read_exact(out.data() + uint64_t(r) * width, width, t.offset + uint64_t(r) * row_bytes + uint64_t(col_begin) * elem);
+      f.read_exact(out.data() + uint64_t(r) * width, width, t.offset + uint64_t(r) * row_bytes + skip);
   }
   bytes_touched_->fetch_add(out.size());
   return TensorBytes::owned(std::move(out));

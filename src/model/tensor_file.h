@@ -20,6 +20,8 @@ struct TensorInfo {
   std::string file_name;  // name in the file, for error messages
   std::vector<int64_t> shape;
   DType dtype = DType::F32;
+  int32_t group = 0;                // MLX types: elements per scale/bias group
+  DType group_scale = DType::BF16;  // MLX types: type of the scales and biases
   int file_index = 0;   // index into TensorFiles::paths()
   uint64_t offset = 0;  // absolute byte offset in that file
   uint64_t nbytes = 0;
@@ -27,6 +29,7 @@ struct TensorInfo {
   int64_t numel() const;
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }     // outermost dimension
   int64_t row_elems() const { return shape.empty() ? 1 : numel() / shape[0]; }
+  WeightType type() const { return {dtype, group, group_scale}; }
 };
 
 // A read-only view of bytes that stay valid as long as the region lives; either an mmap of just the

@@ -35,9 +35,10 @@ class ReadOnlyFile {
 // arithmetic on uint64 never wraps.
 inline constexpr uint64_t kMaxTensorBytes = uint64_t(1) << 56;
 
-// numel x dtype_size, or throws naming `file` and `tensor` when a dimension is negative or the product
-// exceeds kMaxTensorBytes (so later arithmetic cannot overflow).
-uint64_t checked_nbytes(const std::vector<int64_t>& shape, DType dtype, const std::string& file,
+// The bytes of `shape` stored as `type` (numel x element size, or blocks x block size), or throws naming
+// `file` and `tensor` when a dimension is negative, the innermost dimension is not a whole number of
+// blocks, or the size exceeds kMaxTensorBytes (so later arithmetic cannot overflow).
+uint64_t checked_nbytes(const std::vector<int64_t>& shape, const WeightType& type, const std::string& file,
                         const std::string& tensor);
 
 // "[512, 64]" for messages.

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/weight_format.h"
 #include "plan/cost.h"
 #include "runtime/cluster_plan.h"
 #include "runtime/node_info.h"
@@ -62,11 +63,6 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
 }
 
 // The planner's name for the dtype the model's matrices are stored in (F16 is widened to F32 at load).
-std::string stored_dtype_name(const ModelFiles& files) {
-  const TensorInfo* t = files.weights->find("model.layers.0.self_attn.q_proj.weight");
-  if (!t) return "bf16";
-  return t->dtype == DType::BF16 ? "bf16" : "f32";
-}
 
 }  // namespace
 
@@ -104,7 +100,7 @@ RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::st
     } else {
       try {
         ClusterOptions planned = options;
-        planned.weight_dtype = stored_dtype_name(*files);
+        planned.weights = stored_weight_format(files->config, *files->weights);
         verdict = nlohmann::json{{"plan", make_cluster_plan_json(files->config, nodes, planned)}}.dump();
       } catch (const Error& e) {
         verdict = nlohmann::json{{"error", std::string("cannot plan the split: ") + e.what()}}.dump();

@@ -3,10 +3,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
+#include "plan/cost.h"
 #include <vector>
 
 #include "comm/collective.h"
 #include "engine/model_files.h"
+#include "plan/cost.h"
 #include "plan/rank_slices.h"
 
 namespace uneven {
@@ -18,7 +21,7 @@ struct ClusterOptions {
   std::string mode = "auto";  // auto | tensor | equal | pipeline
   std::string plan_file;  // a plan written by `uneven plan --json`; used instead of planning
   int64_t context = 4096;
-  std::string weight_dtype = "bf16";  // as stored in this model's files (planner's dtype names); set at start
+  WeightFormat weights = parse_dtype("bf16");  // as stored in this model's files; set at start
 };
 
 // What a rank knows after start-up.

@@ -27,7 +27,7 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
   for (const NodeFacts& n : nodes)
     request.nodes.push_back({fmt::format("rank {} ({})", n.rank, n.host), n.memory_bytes, n.bandwidth_gbps});
   request.reserve = default_reserve(request.nodes);
-  request.cost.weights = parse_dtype(options.weight_dtype);
+  request.cost.weights = options.weights;
   request.cost.context = options.context;
   request.mode = parse_mode(options.mode);
   request.split = parse_positive_numbers(options.split, "--split");

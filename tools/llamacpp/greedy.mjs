@@ -34,8 +34,9 @@ function parseArgs(argv) {
         else if (a === "--threads") args.threads = parseInt(v(), 10);
         else if (a === "--ctx") args.ctx = parseInt(v(), 10);
         else if (a === "--flash-attention") args.flashAttention = v();
+        else if (a === "--logprobs") args.logprobs = true;
         else if (a === "-h" || a === "--help") {
-            console.error("usage: node greedy.mjs --model F.gguf --prompts P.jsonl [--n 32] [--threads 2] [--ctx 1024] [--flash-attention auto|on|off]");
+            console.error("usage: node greedy.mjs --model F.gguf --prompts P.jsonl [--n 32] [--threads 2] [--ctx 1024] [--flash-attention auto|on|off] [--logprobs]");
             process.exit(0);
         } else throw new Error(`unknown argument ${a}`);
     }
@@ -92,6 +93,7 @@ for (const promptIds of prompts) {
     await sequence.clearHistory();                 // reset KV state between prompts
     const greedy = [];
     const margins = [];
+    const logprobs = [];
     if (args.n > 0) {
         const it = sequence.evaluateWithMetadata(promptIds, {probabilities: true}, {
             temperature: 0,                        // -> llama_sampler_init_greedy only
@@ -108,6 +110,11 @@ for (const promptIds of prompts) {
             // ties between the top two: the greedy sampler keeps the lower id; the map may list either
             if (top !== out.token && !(p1 === (out.probabilities.get(out.token) ?? -1)))
                 throw new Error(`sampled token ${out.token} is not the argmax ${top}`);
+            if (args.logprobs) {
+                const row = new Array(512).fill(null);
+                for (const [tok, p] of out.probabilities) row[tok] = p > 0 ? Math.log(p) : null;
+                logprobs.push(row);
+            }
             greedy.push(out.token);
             margins.push(p2 > 0 ? Math.log(p1) - Math.log(p2) : null);  // null: p2 underflowed (margin > ~87)
             if (greedy.length >= args.n) break;    // closes the generator (no further eval)
@@ -116,7 +123,8 @@ for (const promptIds of prompts) {
     process.stdout.write(JSON.stringify({
         prompt_ids: promptIds,
         greedy_ids: greedy,
-        margins: margins.map((m) => (m == null ? null : Math.round(m * 1e6) / 1e6))
+        margins: margins.map((m) => (m == null ? null : Math.round(m * 1e6) / 1e6)),
+        ...(args.logprobs ? {logprobs} : {})
     }) + "\n");
 }
 
