@@ -1,6 +1,6 @@
 // Matrix-vector (decode) speed at Llama-3.2-1B shapes, as GB/s of weight read and % of streaming read.
 //
-// Usage: kernels_bench [threads] [--prompt]
+// Usage: kernels_bench [threads] [--prompt] [--types f32,bf16,f16,q8_0,q4_k,q6_k,mlx4,...]
 // Each shape is benchmarked over enough copies of the matrix (>= 512 MiB in all) that every product
 // reads its weights from memory, not from a cache, as in a real forward pass. "best" sums each copy's
 // best time over several passes (like the streaming figure, which keeps each segment's best time);
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "compute/kernels.h"
+#include "quant/quantize.h"
 #include "hwy/aligned_allocator.h"
 
 namespace {
@@ -53,7 +54,7 @@ struct Timing {
 // Times `passes` passes over `copies` matrices (each `bytes` apart) with input batch `batch`. Each
 // product is timed on its own, so a thread descheduled by another process spoils one sample, not a
 // whole pass (the build machine is shared).
-Timing time_products(const uint8_t* base, size_t bytes, int64_t copies, const Shape& s, DType t, int64_t batch,
+Timing time_products(const uint8_t* base, size_t bytes, int64_t copies, const Shape& s, const WeightType& t, int64_t batch,
                      ThreadPool& pool, int passes) {
   std::vector<float> x(size_t(s.cols * batch)), y(size_t(s.rows * batch));
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 17) * 0.01f - 0.08f;
@@ -61,7 +62,8 @@ Timing time_products(const uint8_t* base, size_t bytes, int64_t copies, const Sh
   for (int p = 0; p < passes; ++p) {
     for (int64_t c = 0; c < copies; ++c) {
       const double t0 = now_s();
-      kernels::matmul(WeightView{base + size_t(c) * bytes, t, s.rows, s.cols}, x.data(), batch, y.data(), pool);
+      kernels::matmul(WeightView{base + size_t(c) * bytes, t.dtype, s.rows, s.cols, t.group, t.scale}, x.data(), batch,
+                      y.data(), pool);
       const double dt = now_s() - t0;
       best[size_t(c)] = std::min(best[size_t(c)], dt);
       all.push_back(dt);
@@ -73,14 +75,44 @@ Timing time_products(const uint8_t* base, size_t bytes, int64_t copies, const Sh
   return r;
 }
 
+// Quantized matrices: one 1 MiB-element stretch of random values is quantized and its bytes repeated
+// (the quantizers are too slow to fill gigabytes, and the values do not change the speed).
+void fill_quantized(uint8_t* data, const WeightType& t, size_t bytes) {
+  const int64_t n = int64_t(1) << 20;
+  std::vector<float> v(static_cast<size_t>(n));
+  uint64_t st = 0x9e3779b97f4a7c15ull;
+  for (float& f : v) {
+    st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+    f = float(int32_t(st >> 32)) * 0x1p-31f;
+  }
+  std::vector<uint8_t> q(t.bytes(n));
+  quant::quantize_row(t, v.data(), n, q.data());
+  for (size_t at = 0; at < bytes; at += q.size()) std::memcpy(data + at, q.data(), std::min(q.size(), bytes - at));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = 0;
   bool prompt = false;
+  std::vector<WeightType> types = {DType::F32, DType::BF16, DType::F16};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--prompt") == 0) {
       prompt = true;
+    } else if (std::strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
+      types.clear();
+      std::string list = argv[++i];
+      for (size_t at = 0; at <= list.size();) {
+        size_t end = list.find(',', at);
+        if (end == std::string::npos) end = list.size();
+        const auto t = weight_type_from_name(list.substr(at, end - at));
+        if (!t) {
+          std::fprintf(stderr, "unknown type '%s' (%s)\n", list.substr(at, end - at).c_str(), std::string(kWeightTypeNames).c_str());
+          return 1;
+        }
+        types.push_back(*t);
+        at = end + 1;
+      }
     } else {
       threads = std::atoi(argv[i]);
     }
@@ -98,16 +130,17 @@ int main(int argc, char** argv) {
   const size_t kWorkingSet = size_t(512) << 20;
   std::printf("%-20s %-5s %7s %6s %9s %8s %11s %8s\n", "matrix-vector", "dtype", "MB", "copies", "best GB/s",
               "% stream", "median GB/s", "% stream");
-  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+  for (const WeightType& t : types) {
     for (const Shape& s : shapes) {
-      const size_t bytes = size_t(s.rows * s.cols) * dtype_size(t);
+      const size_t bytes = size_t(s.rows) * t.bytes(s.cols);
       const int64_t copies = int64_t(std::max<size_t>(1, (kWorkingSet + bytes - 1) / bytes));
       auto buf = hwy::AllocateAligned<uint8_t>(bytes * size_t(copies));
-      fill_random(buf.get(), t, s.rows * s.cols * copies, pool);
+      if (is_quantized(t.dtype)) fill_quantized(buf.get(), t, bytes * size_t(copies));
+      else fill_random(buf.get(), t.dtype, s.rows * s.cols * copies, pool);
       time_products(buf.get(), bytes, copies, s, t, 1, pool, 1);  // warm-up
       const Timing tm = time_products(buf.get(), bytes, copies, s, t, 1, pool, copies == 1 ? 15 : 5);
       const double total = double(bytes) * double(copies) / 1e9;
-      std::printf("%-20s %-5s %7.1f %6lld %9.1f %7.0f%% %11.1f %7.0f%%\n", s.name, std::string(dtype_name(t)).c_str(),
+      std::printf("%-20s %-5s %7.1f %6lld %9.1f %7.0f%% %11.1f %7.0f%%\n", s.name, std::string(dtype_name(t.dtype)).c_str(),
                   double(bytes) / 1e6, (long long)copies, total / tm.best_s, 100.0 * total / tm.best_s / stream,
                   total / tm.median_s, 100.0 * total / tm.median_s / stream);
       if (prompt && s.rows <= 8192) {
@@ -115,7 +148,7 @@ int main(int argc, char** argv) {
         const Timing pt = time_products(buf.get(), bytes, n, s, t, batch, pool, 3);
         const double flops = 2.0 * double(s.rows * s.cols * batch) * double(n);
         std::printf("%-20s %-5s   batch %lld: %.1f GFLOP/s (best), %.1f (median)\n", s.name,
-                    std::string(dtype_name(t)).c_str(), (long long)batch, flops / pt.best_s / 1e9,
+                    std::string(dtype_name(t.dtype)).c_str(), (long long)batch, flops / pt.best_s / 1e9,
                     flops / pt.median_s / 1e9);
       }
     }

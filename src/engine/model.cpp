@@ -37,6 +37,9 @@ class Loader {
     Located out;
     out.range = slice_for(spec, config_, slices_, layer);
     if (const TensorInfo* t = source_.find(spec.name)) {
+      if (t->dtype == DType::U32)
+        fail("{}: tensor {} holds U32 codes: an MLX-quantized checkpoint, but config.json has no quantization block "
+             "(group_size, bits) to read it with", source_.describe(), t->file_name);
       if (t->shape != spec.shape)
         fail("{}: tensor {} (stored as {}) has shape {} but config.json implies {} ({})", source_.describe(), spec.name,
              t->file_name, shape_str(t->shape), shape_str(spec.shape), shape_reason(spec, config_));
@@ -76,6 +79,9 @@ class Loader {
     for (const TensorSpec* spec : specs) parts.push_back(locate(*spec, layer));
     const WeightType type = parts[0].info.type();
     const DType dtype = type.dtype;
+    if (dtype == DType::U32)
+      fail("{}: tensor {} holds U32 codes: an MLX-quantized checkpoint, but config.json has no quantization block "
+           "(group_size, bits) to read it with", source_.describe(), parts[0].info.file_name);
     const int64_t row_elems = parts[0].info.row_elems();
     for (const Located& p : parts) {
       if (p.info.type() != type || p.info.row_elems() != row_elems)

@@ -2,7 +2,9 @@
 #include "engine/model_files.h"
 
 #include <filesystem>
+#include <fstream>
 
+#include "engine/mlx_source.h"
 #include "util/error.h"
 
 namespace uneven {
@@ -15,7 +17,8 @@ ModelFiles open_model(const std::string& path, const OpenOptions& options) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("{}: no such file or directory", path);
   const bool is_dir = fs::is_directory(path, ec);
-  if (!is_dir && path.ends_with(".gguf")) {
+  const bool gguf = !is_dir && path.ends_with(".gguf");
+  if (gguf) {
     auto tensors = std::make_shared<TensorFiles>(TensorFiles::open_gguf(path));
     m.config = config_from_gguf_metadata(tensors->metadata(), path);
     // llama.cpp writes models with tied embeddings (Llama-3.2-1B, Qwen3-0.6B, ...) without output.weight and
@@ -49,6 +52,16 @@ ModelFiles open_model(const std::string& path, const OpenOptions& options) {
   } else {
     if (!m.tensors) fail("{}: no weights", path);
     m.weights = make_file_weight_source(m.tensors);
+    if (!gguf) {
+      const fs::path dir = is_dir ? fs::path(path) : fs::path(path).parent_path();
+      std::ifstream in(dir / "config.json");
+      const nlohmann::json config = nlohmann::json::parse(in, nullptr, false);
+      if (const nlohmann::json* q = config.is_object() ? mlx_quantization(config) : nullptr) {
+        m.weights = make_mlx_weight_source(m.tensors, *q);
+        // mlx-lm adds the 1 of (1 + w) RMSNorms to the weights when it converts a checkpoint.
+        m.config.norm_weight_offset = 0.0f;
+      }
+    }
   }
   if (m.tokenizer && m.tokenizer->vocab_size() > m.config.vocab_size)
     fail("{}: the tokenizer has {} tokens but the model's vocabulary is {}", path, m.tokenizer->vocab_size(),

@@ -8,23 +8,24 @@
 
 namespace uneven {
 
-// Plain types, GGML's block-quantized types (block layouts in quant/blocks.h), and MLX affine groups.
+// Plain types (U32 only as MLX's packed codes in files, never computed with), GGML's block-quantized types (block layouts in quant/blocks.h), and MLX affine groups.
 // A quantized row is a whole number of blocks; every block covers `block_elems` consecutive elements of
 // one row (along the input dimension of a weight), so a row splits only on block boundaries.
-enum class DType : uint8_t { F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MLX4, MLX8 };
+enum class DType : uint8_t { F32, F16, BF16, U32, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MLX4, MLX8 };
 
 inline constexpr bool is_quantized(DType t) { return t >= DType::Q4_0; }
 inline constexpr bool is_mlx(DType t) { return t == DType::MLX4 || t == DType::MLX8; }
 inline constexpr int mlx_bits(DType t) { return t == DType::MLX4 ? 4 : 8; }
 
 // Bytes of one element of a plain type.
-inline constexpr size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline constexpr size_t dtype_size(DType t) { return t == DType::F32 || t == DType::U32 ? 4 : 2; }
 
 inline constexpr std::string_view dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::U32: return "U32";
     case DType::Q4_0: return "Q4_0";
     case DType::Q4_1: return "Q4_1";
     case DType::Q5_0: return "Q5_0";
@@ -53,7 +54,7 @@ struct WeightType {
   // Elements per block (1 for plain types).
   int64_t block_elems() const {
     switch (dtype) {
-      case DType::F32: case DType::F16: case DType::BF16: return 1;
+      case DType::F32: case DType::F16: case DType::BF16: case DType::U32: return 1;
       case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: return 32;
       case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return 256;
       case DType::MLX4: case DType::MLX8: return group;
@@ -63,7 +64,7 @@ struct WeightType {
   // Bytes per block.
   int64_t block_bytes() const {
     switch (dtype) {
-      case DType::F32: return 4;
+      case DType::F32: case DType::U32: return 4;
       case DType::F16: case DType::BF16: return 2;
       case DType::Q4_0: return 18;
       case DType::Q4_1: return 20;

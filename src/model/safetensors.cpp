@@ -23,6 +23,7 @@ std::optional<DType> dtype_from_safetensors(const std::string& name) {
   if (name == "F32") return DType::F32;
   if (name == "F16") return DType::F16;
   if (name == "BF16") return DType::BF16;
+  if (name == "U32") return DType::U32;  // MLX's packed quantized codes
   return std::nullopt;
 }
 
@@ -82,7 +83,7 @@ void read_header(const std::string& path, int file_index, std::vector<TensorInfo
     auto dtype = entry.find("dtype"), shape = entry.find("shape"), offsets = entry.find("data_offsets");
     if (dtype == entry.end() || !dtype->is_string()) fail("{}: tensor {}: missing or non-string 'dtype'", path, name);
     std::optional<DType> d = dtype_from_safetensors(dtype->get<std::string>());
-    if (!d) fail("{}: tensor {} has dtype {}, which is not supported (supported: F32, F16, BF16)", path, name, dtype->get<std::string>());
+    if (!d) fail("{}: tensor {} has dtype {}, which is not supported (supported: F32, F16, BF16, and U32 for MLX codes)", path, name, dtype->get<std::string>());
     t.dtype = *d;
     if (shape == entry.end() || !shape->is_array()) fail("{}: tensor {}: missing or non-array 'shape'", path, name);
     for (const json& dim : *shape) {

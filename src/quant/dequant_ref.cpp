@@ -152,6 +152,7 @@ void dequantize_row_ref(const WeightType& type, const void* src, int64_t n, floa
         dst[i] = type.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
       }
       return;
+    case DType::U32: fail("dequantize: U32 holds MLX codes, not values (its scales and biases are needed)");
     case DType::Q4_0: return each_block<BlockQ4_0>(src, blocks, per, dst, q4_0);
     case DType::Q4_1: return each_block<BlockQ4_1>(src, blocks, per, dst, q4_1);
     case DType::Q5_0: return each_block<BlockQ5_0>(src, blocks, per, dst, q5_0);

@@ -553,6 +553,7 @@ void quantize_row(const WeightType& type, const float* src, int64_t n, void* dst
   uint8_t* out = static_cast<uint8_t*>(dst);
   switch (type.dtype) {
     case DType::F32: std::memcpy(dst, src, size_t(n) * 4); return;
+    case DType::U32: fail("quantize: U32 is a storage type of MLX codes, not a target");
     case DType::F16:
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) {
