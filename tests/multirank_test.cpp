@@ -129,4 +129,20 @@ TEST(MultiRank, MlxQuantizedSplitsMatchOneRank) {
                     "qwen3_5_moe_4bit_g32", {"--ranks 2 --split 3,1"}, {"tensor", "pipeline"});
 }
 
+// A plan made for F32 weights puts MLP boundaries on 32-column units; the Q4_K_M file's down_proj blocks
+// are 256 wide, so running it is refused before any rank loads a cut block.
+TEST(MultiRank, PlanThatCutsQuantizationBlocksIsRefused) {
+  const std::string model = (kSource / "../shared/fixtures/gguf/k256-Q4_K_M.gguf").string();
+  const fs::path plan_file = fs::temp_directory_path() / ("uneven_mr_qplan_" + std::to_string(::getpid()) + ".json");
+  uneven::testing::CliOutput made = uneven::testing::run_uneven("plan --model " + model +
+                                                                " --nodes 4G,2G --split 3,1 --mode tensor --dtype f32 --json " +
+                                                                plan_file.string());
+  ASSERT_EQ(made.exit_code, 0) << made.text;
+  Output run_out = run("generate --model " + model + " --prompt hi -n 4 --json --ranks 2 --plan " + plan_file.string());
+  fs::remove(plan_file);
+  EXPECT_NE(run_out.exit_code, 0);
+  for (const char* part : {"the plan was made for f32 weights", "column unit 32", "Q4_K+Q6_K", "blocks of 256"})
+    EXPECT_NE(run_out.text.find(part), std::string::npos) << part << " not in: " << run_out.text;
+}
+
 }  // namespace

@@ -6,6 +6,8 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "engine/model_files.h"
+#include "engine/weight_format.h"
 #include "model/config.h"
 #include "model/tensor_file.h"
 #include "plan/plan.h"
@@ -33,6 +35,14 @@ ModelConfig read_config(const PlanOptions& o) {
   return load_hf_config(o.model_path);
 }
 
+// A .gguf file, or a directory with safetensors beside its config.json.
+bool has_weight_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return path.ends_with(".gguf");
+  return fs::exists(fs::path(path) / "model.safetensors", ec) || fs::exists(fs::path(path) / "model.safetensors.index.json", ec);
+}
+
 PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
   PlanRequest r;
   const std::vector<uint64_t> sizes = parse_sizes(o.nodes);
@@ -42,9 +52,21 @@ PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
     if (bw.size() != r.nodes.size()) fail("--bandwidth has {} values but --nodes has {}", bw.size(), r.nodes.size());
     for (size_t i = 0; i < bw.size(); ++i) r.nodes[i].bandwidth = bw[i];
   }
-  if (!o.quant.empty()) r.cost.weights = parse_quant(o.quant);
-  else if (!o.dtype.empty()) r.cost.weights = parse_dtype(o.dtype);
-  else r.cost.weights = parse_dtype(c.torch_dtype == "float32" ? "f32" : c.torch_dtype == "float16" ? "f16" : "bf16");
+  if (!o.quant.empty()) {
+    r.cost.weights = parse_quant(o.quant);
+  } else if (!o.dtype.empty()) {
+    const std::optional<WeightType> t = weight_type_from_name(o.dtype);
+    if (!t) fail("--dtype '{}' is not one of {} (or use --quant BITS:GROUP)", o.dtype, kWeightTypeNames);
+    r.cost.weights = weight_format_of(*t);
+  } else if (!o.model_path.empty() && has_weight_files(o.model_path)) {
+    // The files say how the weights are stored (quantized blocks included); headers only are read.
+    OpenOptions open;
+    open.need_tokenizer = false;
+    const ModelFiles files = open_model(o.model_path, open);
+    r.cost.weights = stored_weight_format(files.config, *files.weights);
+  } else {
+    r.cost.weights = parse_dtype(c.torch_dtype == "float32" ? "f32" : c.torch_dtype == "float16" ? "f16" : "bf16");
+  }
   if (o.kv_dtype == "f32") r.cost.kv_bytes = 4;
   else if (o.kv_dtype == "f16" || o.kv_dtype == "bf16") r.cost.kv_bytes = 2;
   else if (o.kv_dtype == "q8") r.cost.kv_bytes = 1;
@@ -71,7 +93,7 @@ Action register_plan(CLI::App& app) {
   cmd->add_option("--context,-c", o->context, "context length to reserve KV cache for (default: min(model limit, 4096))")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o->batch, "sequences decoded together (default 1)")->check(CLI::PositiveNumber);
-  auto* dtype = cmd->add_option("--dtype", o->dtype, "weight dtype: bf16, f16, f32 (default: the config's)");
+  auto* dtype = cmd->add_option("--dtype", o->dtype, "how the weights are stored: " + std::string(kWeightTypeNames) + " (default: as the model's files store them, else the config's dtype)");
   auto* quant = cmd->add_option("--quant", o->quant, "quantized weights BITS:GROUP[:SCALE_BYTES], e.g. 8:64");
   dtype->excludes(quant);
   cmd->add_option("--kv-dtype", o->kv_dtype, "KV-cache element type: f32 (the engine's), f16, bf16, q8");

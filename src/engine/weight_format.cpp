@@ -17,6 +17,17 @@ bool splits_input_dimension(SplitRole r) {
 
 }  // namespace
 
+WeightFormat weight_format_of(const WeightType& type) {
+  if (!is_quantized(type.dtype)) return parse_dtype(type.dtype == DType::F32 ? "f32" : type.dtype == DType::F16 ? "f16" : "bf16");
+  WeightFormat f;
+  f.quantized = true;
+  f.group = type.block_elems();
+  f.bits = int(type.block_bytes() * 8 / f.group);
+  f.scale_bytes = int(type.block_bytes() - f.group * f.bits / 8);
+  f.name = std::string(dtype_name(type.dtype));
+  return f;
+}
+
 WeightFormat stored_weight_format(const ModelConfig& c, const WeightSource& source) {
   double bytes = 0, elems = 0;
   int64_t group = 1;

@@ -13,4 +13,7 @@ namespace uneven {
 // split (o_proj, down_proj, out_proj, experts' down_proj), so that no split cuts a block.
 WeightFormat stored_weight_format(const ModelConfig& config, const WeightSource& source);
 
+// The planner's format for every matrix stored as `type` ("q4_k" -> 4 bits + 16 scale bytes per 256).
+WeightFormat weight_format_of(const WeightType& type);
+
 }  // namespace uneven

@@ -21,6 +21,14 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
     validate_plan(plan, config);
     if (plan.world_size != int(nodes.size()))
       fail("{}: the plan is for {} ranks but {} ranks are running", options.plan_file, plan.world_size, nodes.size());
+    // A plan made for other weight types may cut the files' quantization blocks.
+    const int64_t g = options.weights.split_align();
+    if (plan.align.columns % g != 0 || (plan.align.q_heads * config.head_dim) % g != 0 ||
+        (config.linear_value_head_dim > 0 && (plan.align.linear_v_heads * config.linear_value_head_dim) % g != 0))
+      fail("{}: the plan was made for {} weights (column unit {}, {} query heads per unit), but the model's files hold "
+           "{} weights whose blocks of {} elements every split of an input dimension must keep whole; plan again for "
+           "these files", options.plan_file, plan.cost.weights.name, plan.align.columns, plan.align.q_heads,
+           options.weights.name, g);
     return plan_to_json_text(plan);
   }
   PlanRequest request;
