@@ -339,3 +339,29 @@ TEST(GgufErrors, CorruptedFilesOpenOrThrowUnevenErrors) {
 
 }  // namespace
 }  // namespace uneven
+
+namespace uneven {
+namespace {
+
+// Quantized tensors: rows must hold whole blocks, and the bytes a shape x type needs must be in the file.
+TEST(GgufErrors, QuantizedRowsOfPartialBlocks) {
+  testing::GgufWriter w;
+  w.kv_str("general.architecture", "llama");
+  w.tensor("blk.0.ffn_down.weight", {48, 4}, 8 /* Q8_0 */, std::string(4 * 2 * 34, '\0'));
+  expect_gguf_error(w.bytes(), {"tensor blk.0.ffn_down.weight", "Q8_0", "blocks hold 32 elements", "rows of 48"});
+  testing::GgufWriter k;
+  k.kv_str("general.architecture", "llama");
+  k.tensor("blk.0.attn_q.weight", {128, 2}, 12 /* Q4_K */, std::string(144, '\0'));
+  expect_gguf_error(k.bytes(), {"tensor blk.0.attn_q.weight", "Q4_K", "blocks hold 256 elements", "rows of 128"});
+}
+
+TEST(GgufErrors, QuantizedTensorBeyondTheFile) {
+  testing::GgufWriter w;
+  w.kv_str("general.architecture", "llama");
+  // 2 rows of one Q6_K block need 420 bytes; the file holds 210.
+  w.tensor("blk.0.attn_v.weight", {256, 2}, 14 /* Q6_K */, std::string(210, '\0'));
+  expect_gguf_error(w.bytes(), {"tensor blk.0.attn_v.weight", "bytes [", "beyond the end of the file"});
+}
+
+}  // namespace
+}  // namespace uneven
