@@ -12,5 +12,6 @@ Action register_generate(CLI::App& app);
 Action register_tokenize(CLI::App& app);
 Action register_bench(CLI::App& app);
 Action register_plan(CLI::App& app);
+Action register_quantize(CLI::App& app);
 
 }  // namespace uneven::cli

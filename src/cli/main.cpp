@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(uneven::cli::register_tokenize);
   add(uneven::cli::register_bench);
   add(uneven::cli::register_plan);
+  add(uneven::cli::register_quantize);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
