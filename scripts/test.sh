@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# llama.cpp itself (node-llama-cpp's prebuilt build, from npm) for the interop tests; they skip without it.
+bash scripts/setup_llamacpp.sh || echo "warning: llama.cpp reference not installed; the llama.cpp interop tests will skip"
 jobs=$(nproc)
 
 echo "== build and test (RelWithDebInfo)"

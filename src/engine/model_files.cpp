@@ -1,6 +1,7 @@
 // Detects the model format at a path and opens config, tensor table and tokenizer from it.
 #include "engine/model_files.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -24,6 +25,17 @@ ModelFiles open_model(const std::string& path, const OpenOptions& options) {
     // llama.cpp writes models with tied embeddings (Llama-3.2-1B, Qwen3-0.6B, ...) without output.weight and
     // uses token_embd.weight as the output head; so do we.
     if (!tensors->find("lm_head.weight")) m.config.tie_word_embeddings = true;
+    // llama.cpp's converter turns Llama 3 rope scaling into per-frequency factors in a tensor.
+    if (const TensorInfo* f = tensors->find("rope_freqs.weight")) {
+      const int64_t want = m.config.rotary_dim() / 2;
+      if (f->dtype != DType::F32 || f->numel() != want)
+        fail("{}: rope_freqs.weight is {} of {} values, but rotary dimension {} needs {} F32 factors", path,
+             dtype_name(f->dtype), f->numel(), m.config.rotary_dim(), want);
+      TensorBytes b = tensors->read_all(*f);
+      m.config.rope_freq_factors.assign(b.as<float>(), b.as<float>() + want);
+      for (float v : m.config.rope_freq_factors)
+        if (!(v > 0.0f) || !std::isfinite(v)) fail("{}: rope_freqs.weight holds a factor {} (must be positive)", path, v);
+    }
     if (options.need_tokenizer) m.tokenizer = tokenizer_from_gguf_metadata(tensors->metadata(), path);
     m.tensors = tensors;
   } else {

@@ -27,6 +27,7 @@ Rope::Rope(const ModelConfig& c) : head_dim_(c.head_dim), interleaved_(c.rope_in
         f = (1.0f - smooth) * f / float(s.factor) + smooth * f;
       }
     }
+    if (!c.rope_freq_factors.empty()) f /= c.rope_freq_factors[size_t(i)];  // as llama.cpp: theta / factor
     inv_freq_.push_back(f);
   }
 }

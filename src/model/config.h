@@ -33,6 +33,9 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double partial_rotary_factor = 1.0;  // fraction of head_dim that is rotated
   RopeScaling rope_scaling;
+  // Per-frequency divisors of the inverse frequencies (llama.cpp's rope_freqs.weight: how its GGUFs carry
+  // Llama 3 scaling); empty: none. rotary_dim / 2 values when present.
+  std::vector<float> rope_freq_factors;
   bool rope_interleaved = false;  // true: rotate adjacent pairs (GGUF/llama2.c); false: rotate halves (HF)
   bool tie_word_embeddings = false;
   bool attention_bias = false;     // q/k/v projections carry a bias (qwen2)
