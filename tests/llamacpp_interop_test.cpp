@@ -90,9 +90,10 @@ std::string quantize(const std::string& in, const std::string& type, const testi
 }
 
 class Interop : public ::testing::TestWithParam<std::string> {};
+class StoriesInterop : public ::testing::TestWithParam<std::string> {};
 
 // stories260K, a real trained model with clear margins: every step llama.cpp wins by 0.05 agrees.
-TEST_P(Interop, StoriesQuantizedRunsInLlamaCppAsInOurs) {
+TEST_P(StoriesInterop, QuantizedRunsInLlamaCppAsInOurs) {
   if (!llamacpp_available()) GTEST_SKIP() << "llama.cpp via node-llama-cpp is not set up (bash scripts/setup_llamacpp.sh; needs node >= 20)";
   testing::ScratchDir dir;
   const std::string model = quantize((kSource / "models/stories260K.gguf").string(), GetParam(), dir);
@@ -123,6 +124,7 @@ TEST_P(Interop, K256QuantizedRunsInLlamaCppAsInOurs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Interop, ::testing::Values("q8_0", "q4_k_m", "q6_k"));
+INSTANTIATE_TEST_SUITE_P(Types, StoriesInterop, ::testing::Values("q8_0", "q4_k_m", "q6_k", "bf16"));
 
 // stories260K as Q4_K_M (its 64-wide rows fall back to Q5_0, its 172-wide FFN rows to F16) continues
 // "Once upon a time" exactly as the F32 model does for at least 32 tokens.

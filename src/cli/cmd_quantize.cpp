@@ -48,6 +48,7 @@ struct Options {
 struct Target {
   bool mlx = false;
   quant::QuantRecipe recipe{};
+  std::optional<DType> plain;  // f32 / f16 / bf16: every matrix at that type (e.g. llama.cpp speed baselines)
   int bits = 0;  // MLX
   int group = 0;
 };
@@ -62,8 +63,13 @@ Target parse_target(const Options& o) {
     t.group = o.group;
     return t;
   }
+  if (o.type == "f32" || o.type == "f16" || o.type == "bf16") {
+    if (o.group_given) fail("--group-size applies to mlx4 and mlx8 only, not to --type {}", o.type);
+    t.plain = o.type == "f32" ? DType::F32 : o.type == "f16" ? DType::F16 : DType::BF16;
+    return t;
+  }
   const std::optional<quant::QuantRecipe> r = quant::recipe_from_name(o.type);
-  if (!r) fail("--type '{}' is not known (known: q8_0, q4_0, q4_k_m, q5_k_m, q6_k, mlx8, mlx4)", o.type);
+  if (!r) fail("--type '{}' is not known (known: q8_0, q4_0, q4_k_m, q5_k_m, q6_k, mlx8, mlx4, f32, f16, bf16)", o.type);
   if (o.group_given) fail("--group-size applies to mlx4 and mlx8 only, not to --type {}", o.type);
   t.recipe = *r;
   return t;
@@ -407,7 +413,8 @@ std::vector<DType> gguf_types(const Target& target, const Source& s) {
     r.row = t.shape.empty() ? 1 : t.shape.back();
     roles.push_back(std::move(r));
   }
-  std::vector<DType> types = quant::choose_types(target.recipe, roles);
+  std::vector<DType> types = target.plain ? std::vector<DType>(roles.size(), *target.plain)
+                                          : quant::choose_types(target.recipe, roles);
   for (size_t i = 0; i < types.size(); ++i) {
     const SourceTensor& t = s.tensors[i];
     if (t.shape.size() < 2) types[i] = DType::F32;  // norms, biases, rope factors: llama.cpp keeps them F32
@@ -445,7 +452,10 @@ void write_gguf(const Options& o, const Target& target, Source& s, int threads, 
   w.remove("general.quantization_version");
   w.remove("general.file_type");
   w.set("general.quantization_version", GgufValue::u32(2));
-  w.set("general.file_type", GgufValue::u32(quant::recipe_file_type(target.recipe)));
+  // llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_BF16 = 32.
+  const uint32_t file_type = !target.plain ? quant::recipe_file_type(target.recipe)
+                             : *target.plain == DType::F32 ? 0u : *target.plain == DType::F16 ? 1u : 32u;
+  w.set("general.file_type", GgufValue::u32(file_type));
 
   const std::vector<DType> types = gguf_types(target, s);
   int64_t total = 0;
@@ -639,7 +649,7 @@ Action register_quantize(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("quantize", "quantize a model into a GGUF file (llama.cpp mixes) or an MLX directory");
   cmd->add_option("--model,-m", o->model, "input: a .gguf file or a Hugging Face directory");
   cmd->add_option("--out,-o", o->out, "output: a .gguf file (q types) or a new directory (mlx types)")->required();
-  cmd->add_option("--type", o->type, "q8_0, q4_0, q4_k_m, q5_k_m, q6_k, mlx8 or mlx4")->required();
+  cmd->add_option("--type", o->type, "q8_0, q4_0, q4_k_m, q5_k_m, q6_k, mlx8, mlx4, or unquantized f32, f16, bf16")->required();
   auto* group = cmd->add_option("--group-size", o->group, "MLX group size: 32, 64 or 128 (default 64)");
   cmd->add_flag("--random-weights", o->random, "quantize seeded random weights of --config's shape (no downloads)");
   cmd->add_option("--config", o->config, "with --random-weights: the config.json to take shapes from");
