@@ -93,7 +93,7 @@ TEST_P(MlxFixture, TensorsDecodeAsMlxFormulaSays) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, MlxFixture,
                          ::testing::Values("qwen3_4bit_g32", "qwen3_8bit_g64", "qwen2_bf16_4bit_g64", "qwen3_moe_4bit_g32",
-                                           "qwen3_5_moe_4bit_g32"));
+                                           "qwen3_5_moe_4bit_g32", "qwen3_next_4bit_g32"));
 
 // A copy of a fixture with config.json edited by `edit`.
 fs::path edited_copy(const testing::ScratchDir& scratch, const std::string& fixture, const std::function<void(json&)>& edit,
