@@ -70,7 +70,7 @@ TEST(Gguf, TranslatesLlamaNamesToHuggingFaceNames) {
       {"blk.7.ffn_down.weight", "model.layers.7.mlp.down_proj.weight"},
       // Unknown or malformed names stay as they are.
       {"rope_freqs.weight", "rope_freqs.weight"},
-      {"blk.7.ffn_gate_exps.weight", "blk.7.ffn_gate_exps.weight"},
+      {"blk.7.ffn_gate_chexps.weight", "blk.7.ffn_gate_chexps.weight"},
       {"blk.x.attn_q.weight", "blk.x.attn_q.weight"},
       {"blk..attn_q.weight", "blk..attn_q.weight"},
       {"blk.3.attn_q", "blk.3.attn_q"},

@@ -63,14 +63,17 @@ void moe_tensors(const ModelConfig& c, const std::string& p, std::vector<TensorS
   const int64_t h = c.hidden_size, e_cols = c.moe_intermediate_size, n = c.num_experts;
   t.push_back({p + "mlp.gate.weight", {n, h}, SplitRole::Replicated, Slot::Router});
   // Checkpoints hold experts one tensor per projection per expert, or stacked: gate_up_proj [E, 2I, H]
-  // (per expert gate rows, then up rows) and down_proj [E, H, I].
+  // (per expert gate rows, then up rows) and down_proj [E, H, I]; or, as llama.cpp's converter writes them
+  // (ffn_gate_exps, ffn_up_exps, ffn_down_exps), gate_proj and up_proj [E, I, H] each.
   const std::string stacked_gate_up = p + "mlp.experts.gate_up_proj", stacked_down = p + "mlp.experts.down_proj";
   for (int64_t e = 0; e < n; ++e) {
     const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
     TensorSpec gate{x + "gate_proj.weight", {e_cols, h}, SplitRole::ExpertRows, Slot::ExpertGateUp, e};
     gate.stacked = StackedSource{stacked_gate_up, {n, 2 * e_cols, h}, e, 0};
+    gate.stacked_alternatives = {StackedSource{p + "mlp.experts.gate_proj", {n, e_cols, h}, e, 0}};
     TensorSpec up{x + "up_proj.weight", {e_cols, h}, SplitRole::ExpertRows, Slot::ExpertGateUp, e};
     up.stacked = StackedSource{stacked_gate_up, {n, 2 * e_cols, h}, e, e_cols};
+    up.stacked_alternatives = {StackedSource{p + "mlp.experts.up_proj", {n, e_cols, h}, e, 0}};
     TensorSpec down{x + "down_proj.weight", {h, e_cols}, SplitRole::ExpertCols, Slot::ExpertDown, e};
     down.stacked = StackedSource{stacked_down, {n, h, e_cols}, e, 0};
     t.push_back(std::move(gate));

@@ -65,6 +65,9 @@ struct TensorSpec {
   int64_t index = 0;      // expert number for expert slots
   bool optional = false;  // e.g. lm_head when embeddings are tied
   std::optional<StackedSource> stacked;
+  // Other stacked layouts of the same tensor, tried in order when neither the name nor `stacked` is
+  // found (llama.cpp's separate ffn_gate_exps / ffn_up_exps beside Hugging Face's fused gate_up_proj).
+  std::vector<StackedSource> stacked_alternatives;
 };
 
 // Tensors of every family; which ones exist follows config fields (attention_bias, qk_norm, layer_types,

@@ -46,8 +46,13 @@ class Loader {
       out.info = *t;
       return out;
     }
-    if (spec.stacked) {
-      const StackedSource& st = *spec.stacked;
+    // Entry `index` of a stacked tensor: under the checkpoint's own stacked name, else under another
+    // layout's (llama.cpp's per-projection stacks).
+    std::vector<const StackedSource*> candidates;
+    if (spec.stacked) candidates.push_back(&*spec.stacked);
+    for (const StackedSource& alt : spec.stacked_alternatives) candidates.push_back(&alt);
+    for (const StackedSource* candidate : candidates) {
+      const StackedSource& st = *candidate;
       if (const TensorInfo* t = source_.find(st.name)) {
         if (t->shape != st.shape)
           fail("{}: stacked tensor {} (stored as {}) has shape {} but config.json implies {} (num_experts {}, "
@@ -65,8 +70,12 @@ class Loader {
           for (Range& r : out.range.runs) r = {r.begin + st.row_offset, r.end + st.row_offset};
         return out;
       }
+    }
+    if (!candidates.empty()) {
+      std::string names;
+      for (const StackedSource* st : candidates) names += (names.empty() ? "" : " or ") + st->name;
       fail("{}: tensor {} is missing, and so is the stacked {} that could hold it (required by the {} architecture)",
-           source_.describe(), spec.name, st.name, config_.architecture);
+           source_.describe(), spec.name, names, config_.architecture);
     }
     fail("{}: tensor {} is missing (required by the {} architecture)", source_.describe(), spec.name,
          config_.architecture);

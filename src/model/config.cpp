@@ -175,11 +175,50 @@ ModelConfig load_hf_config(const std::string& path) {
   return config_from_hf_json(j, path);
 }
 
+namespace {
+
+// general.architecture as llama.cpp names it (src/llama-arch.cpp), the Hugging Face family it holds, and
+// what llama.cpp's converter and graph imply beyond the metadata keys.
+struct GgufArch {
+  const char* name;
+  const char* model_type;  // kFamilies entry
+  // q/k rows permuted so that RoPE rotates adjacent pairs: llama.cpp's converter does it for LLAMA_ROPE_TYPE_NORM
+  // models (llama); the Qwen families run NEOX rope (halves) on rows as Hugging Face has them.
+  bool rope_adjacent_pairs;
+  // What llama.cpp's MoE graph does when the file has no expert_weights_norm key: qwen3moe, qwen3next
+  // and qwen35moe renormalise the top-k probabilities whatever the Hugging Face config said.
+  bool norm_topk_prob;
+};
+constexpr GgufArch kGgufArchs[] = {
+    {"llama", "llama", true, true},
+    {"qwen2", "qwen2", false, true},
+    {"qwen3", "qwen3", false, true},
+    {"qwen3moe", "qwen3_moe", false, true},
+    {"qwen3next", "qwen3_next", false, true},
+    {"qwen35", "qwen3_5_text", false, true},
+    {"qwen35moe", "qwen3_5_moe_text", false, true},
+};
+
+const GgufArch& gguf_arch(const std::string& name, const std::string& source) {
+  for (const auto& a : kGgufArchs)
+    if (name == a.name) return a;
+  std::string known;
+  for (const auto& a : kGgufArchs) known += std::string(known.empty() ? "" : ", ") + a.name;
+  fail("{}: unsupported GGUF architecture '{}' (supported: {})", source, name, known);
+}
+
+}  // namespace
+
 ModelConfig config_from_gguf_metadata(const json& md, const std::string& source) {
   std::string arch = get_or<std::string>(md, "general.architecture", "");
   if (arch.empty()) fail("{}: GGUF metadata has no general.architecture", source);
-  const FamilyTraits& traits = family(arch, source);
+  const GgufArch& ga = gguf_arch(arch, source);
+  const FamilyTraits& traits = family(ga.model_type, source);
   auto key = [&](const char* suffix) { return arch + "." + suffix; };
+  auto number = [&](const json& v, const char* suffix) {
+    if (!v.is_number()) fail("{}: GGUF metadata key '{}' must be a number, not {}", source, key(suffix), v.type_name());
+    return v.get<double>();
+  };
   auto need = [&](const char* suffix) {
     auto it = md.find(key(suffix));
     if (it == md.end() || !it->is_number()) fail("{}: GGUF metadata lacks numeric key '{}'", source, key(suffix));
@@ -190,10 +229,9 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
     return it == md.end() || !it->is_number() ? fallback : it->get<double>();
   };
   ModelConfig c;
-  c.architecture = arch;
+  c.architecture = ga.model_type;
   c.hidden_size = need("embedding_length");
   c.num_layers = need("block_count");
-  c.intermediate_size = need("feed_forward_length");
   c.num_heads = need("attention.head_count");
   c.num_kv_heads = int64_t(opt("attention.head_count_kv", double(c.num_heads)));
   c.head_dim = int64_t(opt("attention.key_length", c.num_heads > 0 ? double(c.hidden_size / c.num_heads) : 0));
@@ -202,9 +240,12 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
   c.rope_theta = opt("rope.freq_base", 10000.0);
   double rot = opt("rope.dimension_count", double(c.head_dim));
   c.partial_rotary_factor = c.head_dim > 0 ? rot / double(c.head_dim) : 1.0;
-  c.rope_interleaved = true;  // GGUF llama q/k rows are ordered for rotation of adjacent pairs
+  c.rope_interleaved = ga.rope_adjacent_pairs;
   c.attention_bias = traits.attention_bias;
   c.qk_norm = traits.qk_norm;
+  c.attn_output_gate = traits.attn_output_gate;
+  // llama.cpp's converter adds the 1 of (1 + w) RMSNorms to the weights (Qwen3NextModel.modify_tensors).
+  c.norm_weight_offset = 0.0f;
   c.vocab_size = int64_t(opt("vocab_size", 0));
   if (c.vocab_size == 0)
     if (auto it = md.find("tokenizer.ggml.tokens"); it != md.end() && it->is_array()) c.vocab_size = int64_t(it->size());
@@ -213,7 +254,94 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
     c.rope_scaling.factor = opt("rope.scaling.factor", 1.0);
     c.rope_scaling.original_max_position = int64_t(opt("rope.scaling.original_context_length", 8192));
   }
-  c.layer_types.assign(size_t(std::max<int64_t>(c.num_layers, 0)), LayerKind::FullAttention);
+  const size_t layers = size_t(std::max<int64_t>(c.num_layers, 0));
+
+  // A per-layer key (llama.cpp's get_key_or_arr) as one value per layer.
+  auto per_layer = [&](const char* suffix, double fallback) {
+    std::vector<double> v(layers, fallback);
+    auto it = md.find(key(suffix));
+    if (it == md.end()) return v;
+    if (!it->is_array()) {
+      v.assign(layers, number(*it, suffix));
+      return v;
+    }
+    if (it->size() != layers)
+      fail("{}: GGUF metadata key '{}' has {} entries but block_count is {}", source, key(suffix), it->size(), layers);
+    for (size_t l = 0; l < layers; ++l) v[l] = number((*it)[l], suffix);
+    return v;
+  };
+
+  // Dense FFN width: one value, or one per layer (0 for MoE layers); the engine has one width.
+  for (double ff : per_layer("feed_forward_length", 0)) {
+    if (ff == 0) continue;
+    if (c.intermediate_size != 0 && int64_t(ff) != c.intermediate_size)
+      fail("{}: GGUF metadata key '{}' gives dense layers different widths ({} and {})", source,
+           key("feed_forward_length"), c.intermediate_size, int64_t(ff));
+    c.intermediate_size = int64_t(ff);
+  }
+
+  // Mixture of experts. Which layers route: every layer, unless interleave_moe_layer_step (Hugging Face's
+  // decoder_sparse_step), leading_dense_block_count, or a per-layer expert_feed_forward_length with 0 for
+  // the dense layers (Hugging Face's mlp_only_layers) says otherwise.
+  c.num_experts = int64_t(opt("expert_count", 0));
+  if (c.num_experts > 0) {
+    c.num_experts_per_tok = int64_t(opt("expert_used_count", 0));
+    c.shared_expert_intermediate_size = int64_t(opt("expert_shared_feed_forward_length", 0));
+    c.norm_topk_prob = ga.norm_topk_prob;
+    if (auto it = md.find(key("expert_weights_norm")); it != md.end() && it->is_boolean()) c.norm_topk_prob = it->get<bool>();
+    const std::vector<double> expert_ff = per_layer("expert_feed_forward_length", 0);
+    const int64_t step = int64_t(opt("interleave_moe_layer_step", 1));
+    const int64_t leading_dense = int64_t(opt("leading_dense_block_count", 0));
+    if (step <= 0) fail("{}: GGUF metadata key '{}' must be positive, got {}", source, key("interleave_moe_layer_step"), step);
+    c.layer_is_moe.assign(layers, false);
+    for (size_t l = 0; l < layers; ++l) {
+      const bool moe = int64_t(l) >= leading_dense && (int64_t(l) + 1) % step == 0 && expert_ff[l] > 0;
+      c.layer_is_moe[l] = moe;
+      if (!moe) continue;
+      if (c.moe_intermediate_size != 0 && int64_t(expert_ff[l]) != c.moe_intermediate_size)
+        fail("{}: GGUF metadata key '{}' gives MoE layers different expert widths ({} and {})", source,
+             key("expert_feed_forward_length"), c.moe_intermediate_size, int64_t(expert_ff[l]));
+      c.moe_intermediate_size = int64_t(expert_ff[l]);
+    }
+    if (c.moe_intermediate_size == 0)
+      fail("{}: GGUF metadata has {} = {} but no positive '{}'", source, key("expert_count"), c.num_experts,
+           key("expert_feed_forward_length"));
+  }
+
+  // Gated DeltaNet hybrids: llama.cpp keeps the linear-attention sizes under ssm.* (Qwen3NextModel.
+  // set_gguf_parameters): state_size = key head dim, group_count = key heads, time_step_rank = value
+  // heads, inner_size = value heads x value head dim.
+  c.layer_types.assign(layers, LayerKind::FullAttention);
+  if (traits.hybrid) {
+    c.linear_conv_kernel_dim = need("ssm.conv_kernel");
+    c.linear_key_head_dim = need("ssm.state_size");
+    c.linear_num_key_heads = need("ssm.group_count");
+    c.linear_num_value_heads = need("ssm.time_step_rank");
+    const int64_t inner = need("ssm.inner_size");
+    if (c.linear_num_value_heads <= 0 || inner % c.linear_num_value_heads != 0)
+      fail("{}: GGUF metadata '{}' = {} is not a multiple of '{}' = {}", source, key("ssm.inner_size"), inner,
+           key("ssm.time_step_rank"), c.linear_num_value_heads);
+    c.linear_value_head_dim = inner / c.linear_num_value_heads;
+    if (auto it = md.find(key("attention.recurrent_layers")); it != md.end() && it->is_array()) {
+      if (it->size() != layers)
+        fail("{}: GGUF metadata key '{}' has {} entries but block_count is {}", source, key("attention.recurrent_layers"),
+             it->size(), layers);
+      for (size_t l = 0; l < layers; ++l)
+        if ((*it)[l].is_boolean() ? (*it)[l].get<bool>() : number((*it)[l], "attention.recurrent_layers") != 0)
+          c.layer_types[l] = LayerKind::LinearAttention;
+    } else {
+      const int64_t interval = int64_t(opt("full_attention_interval", 4));
+      if (interval <= 0) fail("{}: GGUF metadata key '{}' must be positive, got {}", source, key("full_attention_interval"), interval);
+      for (size_t l = 0; l < layers; ++l)
+        if ((int64_t(l) + 1) % interval != 0) c.layer_types[l] = LayerKind::LinearAttention;
+    }
+    // The converter splits Qwen3-Next's in_proj_qkvz into attn_qkv (q, k, v by heads) + attn_gate (z). What
+    // the loader cannot take yet: ssm_a = -exp(A_log), ssm_conv1d without its middle axis, Qwen3-Next's
+    // in_proj_ba kept fused beside the split q|k|v|z, and Qwen3.5's value heads reordered to tiled order
+    // when they outnumber the key heads; such files are refused at load, naming the tensor that is missing.
+    c.linear_fused_projections = false;
+  }
+
   c.bos_token_id = get_or<int64_t>(md, "tokenizer.ggml.bos_token_id", -1);
   if (md.contains("tokenizer.ggml.eos_token_id")) c.eos_token_ids.push_back(md["tokenizer.ggml.eos_token_id"].get<int64_t>());
   validate(c, source);

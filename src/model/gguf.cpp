@@ -46,11 +46,63 @@ std::string_view ggml_type_name(uint32_t type_id) {
   return type_id < names.size() ? names[type_id] : "unknown";
 }
 
+namespace {
+
+// llama.cpp's per-layer tensor names (gguf-py/gguf/constants.py, TENSOR_NAMES) and the Hugging Face names
+// under model.layers.N. they hold. One table serves every family: where llama.cpp's converter stores a
+// tensor transformed, the transform is undone by the architecture table (stacked expert entries, row runs),
+// not here.
+struct LayerName {
+  std::string_view gguf;  // without "blk.N."
+  std::string_view hf;    // without "model.layers.N."
+};
+constexpr LayerName kLayerNames[] = {
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"post_attention_norm.weight", "post_attention_layernorm.weight"},  // qwen3next / qwen35 call it so
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+    {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+    // Mixture of experts: router, experts stacked as 3-D tensors ([E, I, H] gate and up, [E, H, I] down,
+    // or gate and up fused as [E, 2I, H]), shared expert and its sigmoid gate.
+    {"ffn_gate_inp.weight", "mlp.gate.weight"},
+    {"ffn_gate_exps.weight", "mlp.experts.gate_proj"},
+    {"ffn_up_exps.weight", "mlp.experts.up_proj"},
+    {"ffn_down_exps.weight", "mlp.experts.down_proj"},
+    {"ffn_gate_up_exps.weight", "mlp.experts.gate_up_proj"},
+    {"ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight"},
+    {"ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight"},
+    {"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight"},
+    {"ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight"},
+    // Gated DeltaNet (qwen3next, qwen35): llama.cpp's converter splits in_proj_qkvz into attn_qkv + attn_gate
+    // and names dt_bias ssm_dt.bias. ssm_a (= -exp(A_log)) and ssm_conv1d (kernel axis squeezed) are not
+    // the Hugging Face values or shapes, so they keep their GGUF names: loading them needs a transform.
+    {"attn_qkv.weight", "linear_attn.in_proj_qkv.weight"},
+    {"attn_gate.weight", "linear_attn.in_proj_z.weight"},
+    {"ssm_ba.weight", "linear_attn.in_proj_ba.weight"},
+    {"ssm_beta.weight", "linear_attn.in_proj_b.weight"},
+    {"ssm_alpha.weight", "linear_attn.in_proj_a.weight"},
+    {"ssm_dt.bias", "linear_attn.dt_bias"},
+    {"ssm_norm.weight", "linear_attn.norm.weight"},
+    {"ssm_out.weight", "linear_attn.out_proj.weight"},
+};
+
+}  // namespace
+
 std::string hf_name_from_gguf(std::string_view name) {
   if (name == "token_embd.weight") return "model.embed_tokens.weight";
   if (name == "output_norm.weight") return "model.norm.weight";
   if (name == "output.weight") return "lm_head.weight";
-  // blk.<digits>.<part>.<weight|bias>
+  // blk.<digits>.<rest>
   constexpr std::string_view blk = "blk.";
   if (name.substr(0, blk.size()) != blk) return std::string(name);
   size_t i = blk.size();
@@ -58,25 +110,8 @@ std::string hf_name_from_gguf(std::string_view name) {
   if (i == blk.size() || i >= name.size() || name[i] != '.') return std::string(name);
   const std::string_view layer = name.substr(blk.size(), i - blk.size());
   const std::string_view rest = name.substr(i + 1);
-  const size_t dot = rest.rfind('.');
-  if (dot == std::string_view::npos) return std::string(name);
-  const std::string_view part = rest.substr(0, dot), kind = rest.substr(dot + 1);
-  if (kind != "weight" && kind != "bias") return std::string(name);
-  static constexpr std::array<std::pair<std::string_view, std::string_view>, 11> parts = {{
-      {"attn_norm", "input_layernorm"},
-      {"ffn_norm", "post_attention_layernorm"},
-      {"attn_q", "self_attn.q_proj"},
-      {"attn_k", "self_attn.k_proj"},
-      {"attn_v", "self_attn.v_proj"},
-      {"attn_output", "self_attn.o_proj"},
-      {"attn_q_norm", "self_attn.q_norm"},
-      {"attn_k_norm", "self_attn.k_norm"},
-      {"ffn_gate", "mlp.gate_proj"},
-      {"ffn_up", "mlp.up_proj"},
-      {"ffn_down", "mlp.down_proj"},
-  }};
-  for (const auto& [from, to] : parts)
-    if (part == from) return fmt::format("model.layers.{}.{}.{}", layer, to, kind);
+  for (const LayerName& n : kLayerNames)
+    if (rest == n.gguf) return fmt::format("model.layers.{}.{}", layer, n.hf);
   return std::string(name);
 }
 
