@@ -36,6 +36,7 @@ WeightFormat stored_weight_format(const ModelConfig& c, const WeightSource& sour
   auto visit = [&](const TensorSpec& spec) {
     const TensorInfo* t = source.find(spec.name);
     if (!t && spec.stacked) t = source.find(spec.stacked->name);
+    for (size_t i = 0; !t && i < spec.stacked_alternatives.size(); ++i) t = source.find(spec.stacked_alternatives[i].name);
     if (!t || t->shape.size() < 2) return;
     const WeightType type = t->type();
     if (is_quantized(type.dtype)) {
