@@ -1,6 +1,6 @@
 // Matrix-vector (decode) speed at Llama-3.2-1B shapes, as GB/s of weight read and % of streaming read.
 //
-// Usage: kernels_bench [threads] [--prompt] [--types f32,bf16,f16,q8_0,q4_k,q6_k,mlx4,...]
+// Usage: kernels_bench [threads] [--prompt] [--types f32,bf16,f16,q8_0,q4_k,q6_k,mlx4,...] [--shapes RxC,...] [--hot]
 // Each shape is benchmarked over enough copies of the matrix (>= 512 MiB in all) that every product
 // reads its weights from memory, not from a cache, as in a real forward pass. "best" sums each copy's
 // best time over several passes (like the streaming figure, which keeps each segment's best time);
@@ -95,10 +95,31 @@ void fill_quantized(uint8_t* data, const WeightType& t, size_t bytes) {
 int main(int argc, char** argv) {
   int threads = 0;
   bool prompt = false;
+  bool hot = false;  // --hot: one copy of each matrix, read from cache when it fits (the kernels' own speed)
+  std::vector<std::string> shape_names;  // --shapes RxC,... replaces the Llama-3.2-1B shapes
+  std::vector<Shape> custom;
   std::vector<WeightType> types = {DType::F32, DType::BF16, DType::F16};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--prompt") == 0) {
       prompt = true;
+    } else if (std::strcmp(argv[i], "--hot") == 0) {
+      hot = true;
+    } else if (std::strcmp(argv[i], "--shapes") == 0 && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t at = 0; at < list.size();) {
+        size_t end = list.find(',', at);
+        if (end == std::string::npos) end = list.size();
+        shape_names.push_back(list.substr(at, end - at));
+        at = end + 1;
+      }
+      for (const std::string& n : shape_names) {
+        long long r = 0, c = 0;
+        if (std::sscanf(n.c_str(), "%lldx%lld", &r, &c) != 2 || r <= 0 || c <= 0) {
+          std::fprintf(stderr, "bad shape '%s' (want ROWSxCOLS)\n", n.c_str());
+          return 1;
+        }
+        custom.push_back({n.c_str(), r, c});
+      }
     } else if (std::strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
       types.clear();
       std::string list = argv[++i];
@@ -122,12 +143,13 @@ int main(int argc, char** argv) {
   std::printf("SIMD target %s, %d threads, streaming read %.1f GB/s\n\n", kernels::simd_target(), pool.size(),
               stream);
 
-  const Shape shapes[] = {{"q/o 2048x2048", 2048, 2048},
+  std::vector<Shape> shapes = {{"q/o 2048x2048", 2048, 2048},
                           {"k/v 512x2048", 512, 2048},
                           {"gate/up 8192x2048", 8192, 2048},
                           {"down 2048x8192", 2048, 8192},
                           {"lm_head 128256x2048", 128256, 2048}};
-  const size_t kWorkingSet = size_t(512) << 20;
+  if (!custom.empty()) shapes = custom;
+  const size_t kWorkingSet = hot ? 1 : size_t(512) << 20;
   std::printf("%-20s %-5s %7s %6s %9s %8s %11s %8s\n", "matrix-vector", "dtype", "MB", "copies", "best GB/s",
               "% stream", "median GB/s", "% stream");
   for (const WeightType& t : types) {
