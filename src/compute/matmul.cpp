@@ -10,6 +10,9 @@
 //    so no shuffle is needed in the hot loop. BF16 rows of up to 4096 columns (x fits L1) are read one
 //    row at a time, a single linear stream per thread, which one core reads ~30% faster than four
 //    interleaved rows (kernels_bench 1: 16.6 -> 21.9 GB/s at 2048x2048); longer rows stay four at a time.
+// Quantized weights (quant-inl.h): at batch 1, Q8_0 and the k-quants meet int8 activation codes in
+// integer dot products on x86 SIMD targets; other types (and HWY_SCALAR) dequantize in registers
+// against float activations. Batched, tiles are dequantized in SIMD into the F32 tile below.
 // batch > 1 (prompt) packs a tile of kRows rows x kc columns of W into F32 (cache-resident) and runs
 // a register-blocked kernel of kRows rows x kBatch inputs over it, so W is read from memory once per
 // call, and each packed vector is reused for kBatch inputs from cache.
@@ -303,7 +306,7 @@ void PackTile(const WeightView& w, int64_t r0, int64_t rows, int64_t k0, int64_t
     if (is_quantized(w.dtype)) {  // k0 and kc are whole blocks (see Matmul)
       const WeightType t = w.type();
       const uint8_t* row = static_cast<const uint8_t*>(w.data) + uint64_t(r0 + r) * t.bytes(w.cols);
-      quant::dequantize_row_ref(t, row + t.bytes(k0), kc, o);
+      quant_impl::HWY_NAMESPACE::DequantRow(t, row + t.bytes(k0), kc, o);
       continue;
     }
     const int64_t at = (r0 + r) * w.cols + k0;
@@ -417,12 +420,40 @@ void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, Thread
   const bool quantized = is_quantized(w.dtype);
   // GGML weights meet activations rounded as llama.cpp rounds them (quant/activations.h), so that a
   // GGUF gives the numbers llama.cpp gives; MLX weights meet the activations as they are.
+  namespace qi = quant_impl::HWY_NAMESPACE;
   thread_local std::vector<float> rounded, sums;
+  if (quantized && batch == 1 && qi::UsesIntDot(w.dtype)) {
+    // Decode: the rounded activations as int8 codes (8 KiB at 8192 columns, so they stay in L1 beside
+    // the weight stream) and integer dot products per block (quant-inl.h).
+    const qi::IntAct act = qi::PrepareIntAct(w.dtype, x, cols);
+    const uint8_t* base = static_cast<const uint8_t*>(w.data);
+    const DType t = w.dtype;
+    const int64_t piece = std::max<int64_t>(1, (int64_t(64) << 10) / row_bytes / kRows) * kRows;
+    ForRowPieces(pool, rows, piece, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        Store(y + r, qi::QuantRowDotInt(t, base + uint64_t(r) * uint64_t(row_bytes), cols, act), accumulate);
+    });
+    return;
+  }
   if (quantized && !is_mlx(w.dtype)) {
     rounded.resize(size_t(batch * cols));
     sums.resize(size_t(cols / 16 + 1));
-    for (int64_t b = 0; b < batch; ++b)
-      quant::round_activations(w.dtype, x + b * cols, cols, rounded.data() + b * cols, sums.data());
+    if (batch == 1) {
+      quant::round_activations(w.dtype, x, cols, rounded.data(), sums.data());
+    } else {  // (a thread_local named inside the body would be the worker's own)
+      float* out = rounded.data();
+      ForRowPieces(pool, batch, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) qi::RoundActivations(w.dtype, x + b * cols, cols, out + b * cols, nullptr);
+      });
+    }
+    x = rounded.data();
+  } else if (quantized && batch > 1 && w.dtype == DType::MLX4) {
+    // DequantRow writes MLX 4-bit tiles permuted per 2N columns; the inputs follow.
+    rounded.resize(size_t(batch * cols));
+    float* out = rounded.data();
+    ForRowPieces(pool, batch, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) qi::PermuteMlx4(x + b * cols, cols, out + b * cols);
+    });
     x = rounded.data();
   }
   if (batch == 1) {
