@@ -30,7 +30,7 @@ Output run(const std::string& args) {
   std::ifstream in(logits, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   out.logits.resize(bytes.size() / sizeof(float));
-  std::memcpy(out.logits.data(), bytes.data(), out.logits.size() * sizeof(float));
+  if (!out.logits.empty()) std::memcpy(out.logits.data(), bytes.data(), out.logits.size() * sizeof(float));
   fs::remove(logits);
   return out;
 }

@@ -216,9 +216,16 @@ float sym_ref(const float* x, uint16_t& d_out, int* q) {
       amax = std::fabs(x[i]);
       vmax = x[i];
     }
-  const float d = vmax / -float(half), id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float d = vmax / -float(half);
+  float id = d != 0.0f ? 1.0f / d : 0.0f;
+  if (!std::isfinite(id)) id = 0.0f;  // a subnormal scale: the block is zero to within 1e-38
   d_out = f16_sat(d);
-  for (int i = 0; i < kQK; ++i) q[i] = std::min(2 * half - 1, int(x[i] * id + float(half) + 0.5f)) - half;
+  for (int i = 0; i < kQK; ++i) {
+    // Clamped in float first: an out-of-range float-to-int conversion is undefined.
+    float v = x[i] * id + float(half) + 0.5f;
+    v = v >= 0.0f ? std::min(v, float(2 * half - 1)) : 0.0f;  // NaN -> 0 too
+    q[i] = int(v) - half;
+  }
   return d;
 }
 
