@@ -424,8 +424,11 @@ TEST(QuantizeCmd, RandomWeightsToGguf) {
   EXPECT_EQ(back.max_position, 4096);
   EXPECT_FLOAT_EQ(float(back.rope_theta), 500000.0f);
   EXPECT_FLOAT_EQ(float(back.rms_norm_eps), 1e-5f);
-  EXPECT_EQ(got.metadata()["tokenizer.ggml.model"], "none");  // llama.cpp's vocabulary-less model: no tokens
-  EXPECT_FALSE(got.metadata().contains("tokenizer.ggml.tokens"));
+  // A synthetic SentencePiece vocabulary of the config's size, so llama.cpp can load and bench the file.
+  EXPECT_EQ(got.metadata()["tokenizer.ggml.model"], "llama");
+  ASSERT_EQ(got.metadata()["tokenizer.ggml.tokens"].size(), 300u);
+  EXPECT_EQ(got.metadata()["tokenizer.ggml.tokens"][1], "<s>");
+  EXPECT_EQ(got.metadata()["tokenizer.ggml.tokens"][3 + 0x41], "<0x41>");
   EXPECT_EQ(got.metadata()["general.file_type"], 15);
 
   // Llama 3 rope scaling becomes llama.cpp's rope_freqs.weight: 1 for short wavelengths, the factor for long ones.

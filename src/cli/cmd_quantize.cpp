@@ -436,9 +436,27 @@ void write_gguf(const Options& o, const Target& target, Source& s, int threads, 
                                                             : fs::path(s.path).stem().string();
     for (GgufKv& kv : gguf_model_metadata(s.config, name)) w.set(kv.key, std::move(kv.value));
     if (s.kind == Source::Kind::Random) {
-      // llama.cpp refuses a file without tokenizer.ggml.model; "none" is its vocabulary-less model, which
-      // runs on token ids (benches). Our reader loads no tokenizer from it either.
-      w.set("tokenizer.ggml.model", GgufValue::string("none"));
+      // A synthetic SentencePiece vocabulary of the config's size (<unk> <s> </s>, the 256 byte tokens,
+      // then "t<i>"): llama.cpp loads and benches such a file (with "none" its tokenizer asserts), and
+      // token ids are all a bench needs.
+      const int64_t n = s.config.vocab_size;
+      std::vector<std::string> tokens;
+      std::vector<float> scores;
+      std::vector<int32_t> types;
+      for (int64_t i = 0; i < n; ++i) {
+        if (i < 3) tokens.push_back(i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259) tokens.push_back(fmt::format("<0x{:02X}>", i - 3));
+        else tokens.push_back(fmt::format("t{}", i));
+        scores.push_back(-float(i));
+        types.push_back(i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1);  // unknown, control, byte, normal
+      }
+      w.set("tokenizer.ggml.model", GgufValue::string("llama"));
+      w.set("tokenizer.ggml.tokens", GgufValue::strings(tokens));
+      w.set("tokenizer.ggml.scores", GgufValue::f32s(scores));
+      w.set("tokenizer.ggml.token_type", GgufValue::i32s(types));
+      w.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(0));
+      w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(1));
+      w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(2));
     } else {
       std::string why;
       if (auto tok = gguf_tokenizer_from_hf(s.dir.string(), s.config, why)) {
