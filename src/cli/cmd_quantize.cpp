@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "util/json_file.h"
 #include "cli/commands.h"
 #include "engine/arch.h"
 #include "engine/weight_source.h"
@@ -99,15 +100,6 @@ struct Source {
   std::vector<SourceTensor> tensors;
 };
 
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", path.string(), e.what());
-  }
-}
 
 // The architecture table's tensors of an HF or random model, in table order, checked against the source.
 void add_table_tensors(Source& s, const Target& target) {
@@ -165,7 +157,7 @@ Source open_source(const Options& o, const Target& target) {
     if (!fs::exists(path, ec)) fail("{}: no such file", path);
     s.kind = Source::Kind::Random;
     s.path = path;
-    s.config_json = read_json(path);
+    s.config_json = read_json_file(path);
     s.config = config_from_hf_json(s.config_json, path);
     s.n_layers = s.config.num_layers;
     s.weights = make_random_weight_source(s.config, DType::F32, o.seed);
@@ -181,7 +173,7 @@ Source open_source(const Options& o, const Target& target) {
     s.dir = o.model;
     const fs::path config_path = s.dir / "config.json";
     if (!fs::exists(config_path, ec)) fail("{}: directory has no config.json", o.model);
-    s.config_json = read_json(config_path);
+    s.config_json = read_json_file(config_path);
     s.config = config_from_hf_json(s.config_json, config_path.string());
     s.n_layers = s.config.num_layers;
     s.files = std::make_shared<TensorFiles>(TensorFiles::open_safetensors_dir(o.model));

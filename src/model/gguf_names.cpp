@@ -1,5 +1,6 @@
 // HF -> llama.cpp naming: the tensor-name table (kept in step with hf_name_from_gguf in model/gguf.cpp,
 // which tests check), architecture metadata from ModelConfig, and tokenizer.ggml.* from tokenizer.json.
+#include "util/json_file.h"
 #include "model/gguf_names.h"
 
 #include <algorithm>
@@ -120,16 +121,6 @@ std::vector<float> llama3_rope_factors(const ModelConfig& c) {
 }
 
 namespace {
-
-json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", path.string(), e.what());
-  }
-}
 
 // The Split regex of a byte-level pre-tokenizer (alone or in a Sequence), "" when there is none; sets
 // `byte_level_regex` when a ByteLevel step splits with GPT-2's own regex.
