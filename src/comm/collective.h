@@ -21,6 +21,9 @@ class Collective {
   virtual void all_gather(const float* local, const std::vector<int64_t>& counts, float* out) = 0;
   virtual void barrier() = 0;
   virtual std::string name() const = 0;
+  // True when the data pointers given to the operations above may (and must) be device memory of the
+  // process's GPU (NCCL); otherwise they are host memory.
+  virtual bool takes_device_buffers() const { return false; }
 };
 
 // One process, no communication: all-reduce and broadcast are no-ops.

@@ -269,22 +269,41 @@ const kernels::WeightView& Model::output_head() const {
   return config_.tie_word_embeddings ? weights_.embedding.view : weights_.output.view;
 }
 
-uint64_t Model::touch_weights() const {
-  uint64_t sum = 0;
-  auto touch = [&](const Linear& m) {
-    const auto* p = static_cast<const volatile uint8_t*>(m.bytes.data());
-    for (size_t i = 0; i < m.bytes.size(); i += 4096) sum += p[i];
-  };
-  touch(weights_.embedding);
-  touch(weights_.output);
+void Model::for_each_matrix(const std::function<void(const Linear&)>& fn) const {
+  fn(weights_.embedding);
+  fn(weights_.output);
   for (const LayerWeights& l : weights_.layers) {
     for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.linear_in, &l.linear_out, &l.gate_up, &l.down, &l.router,
                             &l.shared_gate, &l.shared_gate_up, &l.shared_down})
-      touch(*m);
-    for (const Linear& m : l.expert_gate_up) touch(m);
-    for (const Linear& m : l.expert_down) touch(m);
+      fn(*m);
+    for (const Linear& m : l.expert_gate_up) fn(m);
+    for (const Linear& m : l.expert_down) fn(m);
   }
+}
+
+uint64_t Model::touch_weights() const {
+  uint64_t sum = 0;
+  for_each_matrix([&](const Linear& m) {
+    const auto* p = static_cast<const volatile uint8_t*>(m.bytes.data());
+    for (size_t i = 0; i < m.bytes.size(); i += 4096) sum += p[i];
+  });
   return sum;
+}
+
+ResidentWeights Model::resident_weights() const {
+  ResidentWeights r;
+  for_each_matrix([&](const Linear& m) {
+    if (m.view.data && m.view.rows > 0 && m.view.cols > 0) r.matrices.push_back(m.view);
+  });
+  auto add = [&](const std::vector<float>& v) {
+    if (!v.empty()) r.vectors.push_back(&v);
+  };
+  add(weights_.final_norm);
+  for (const LayerWeights& l : weights_.layers)
+    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.q_norm, &l.k_norm, &l.q_bias, &l.k_bias,
+                                        &l.v_bias, &l.conv, &l.a_log, &l.dt_bias, &l.linear_norm})
+      add(*v);
+  return r;
 }
 
 }  // namespace uneven

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "compute/backend.h"
 #include "compute/kernels.h"
 #include "engine/weight_source.h"
 #include "model/config.h"
@@ -57,11 +58,14 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   // The output head: its own tensor, or the embedding when tied.
   const kernels::WeightView& output_head() const;
+  // Every matrix and vector of this rank's share, for a device backend to hold (Backend calls name them).
+  ResidentWeights resident_weights() const;
   // Reads one byte of every page of every weight, so mapped weights are resident; returns a checksum
   // so the reads are not optimised away.
   uint64_t touch_weights() const;
 
  private:
+  void for_each_matrix(const std::function<void(const Linear&)>& fn) const;
   ModelConfig config_;
   RankSlices slices_;
   ModelWeights weights_;

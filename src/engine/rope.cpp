@@ -6,7 +6,7 @@
 
 namespace uneven {
 
-Rope::Rope(const ModelConfig& c) : head_dim_(c.head_dim), interleaved_(c.rope_interleaved) {
+Rope::Rope(const ModelConfig& c) {
   const int64_t dim = c.rotary_dim();
   const RopeScaling& s = c.rope_scaling;
   for (int64_t i = 0; i < dim / 2; ++i) {
@@ -42,21 +42,6 @@ void Rope::tables(int64_t first, int64_t count, std::vector<float>& cos, std::ve
       cos[size_t(p * h + i)] = float(std::cos(double(angle)));
       sin[size_t(p * h + i)] = float(std::sin(double(angle)));
     }
-}
-
-void Rope::apply(float* x, int64_t heads, const float* cos, const float* sin) const {
-  const int64_t h = half();
-  for (int64_t head = 0; head < heads; ++head) {
-    float* v = x + head * head_dim_;
-    for (int64_t i = 0; i < h; ++i) {
-      // Interleaved (GGUF/llama2.c) pairs are (2i, 2i+1); transformers pairs (i, i + rotary_dim/2).
-      float* a = interleaved_ ? v + 2 * i : v + i;
-      float* b = interleaved_ ? v + 2 * i + 1 : v + i + h;
-      const float x0 = *a, x1 = *b;
-      *a = x0 * cos[i] - x1 * sin[i];
-      *b = x1 * cos[i] + x0 * sin[i];
-    }
-  }
 }
 
 }  // namespace uneven

@@ -1,4 +1,5 @@
-// Rotary position embedding: frequencies (default, linear, llama3 scaling) and application to heads.
+// Rotary position embedding: frequencies (default, linear, llama3 scaling) and their cos/sin tables (the
+// backends rotate the heads, see AttentionArgs).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -12,15 +13,10 @@ class Rope {
   explicit Rope(const ModelConfig& config);
   // Fills cos/sin tables for `count` positions starting at `first` ([count][rotary_dim/2] each).
   void tables(int64_t first, int64_t count, std::vector<float>& cos, std::vector<float>& sin) const;
-  // Rotates the first rotary_dim values of each of `heads` vectors of head_dim at one position
-  // (cos/sin point at that position's row of the tables).
-  void apply(float* x, int64_t heads, const float* cos, const float* sin) const;
   int64_t half() const { return int64_t(inv_freq_.size()); }
 
  private:
   std::vector<float> inv_freq_;  // rotary_dim / 2 entries, after scaling
-  int64_t head_dim_;
-  bool interleaved_;
 };
 
 }  // namespace uneven

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "comm/collective.h"
+#include "compute/backend.h"
 #include "compute/thread_pool.h"
 #include "engine/model.h"
 #include "engine/rope.h"
@@ -35,7 +36,9 @@ struct ForwardTimes {
 
 class Session {
  public:
-  // `context` is the KV cache length in tokens (at most the model's max_position).
+  // `context` is the KV cache length in tokens (at most the model's max_position). Runs on `backend`
+  // (which must hold the model's weights, see Model::resident_weights), or on the CPU over `pool`.
+  Session(const Model& model, Collective& comm, Backend& backend, int64_t context);
   Session(const Model& model, Collective& comm, ThreadPool& pool, int64_t context);
 
   // Runs `count` tokens at positions [position(), position() + count) and advances the position.
@@ -58,6 +61,7 @@ class Session {
   uint64_t state_bytes() const;
 
  private:
+  Session(const Model& model, Collective& comm, std::unique_ptr<Backend> owned, Backend* backend, int64_t context);
   void forward_chunk(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits,
                      int64_t logits_offset);
   void run_layer(int64_t layer, int64_t count);
@@ -67,17 +71,24 @@ class Session {
   void moe_block(int64_t layer, int64_t count);
   // out[t] = down(silu(gate) * up) of rows x[t]; gate_up holds gate rows then up rows.
   void ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads);
-  // kernels::matmul, counting the matrix's bytes into `reads`.
+  // Backend::matmul, counting the matrix's bytes into `reads`.
   void matmul(const Linear& w, const float* x, int64_t count, float* y, double& reads);
   // Partial sums of the block in proj_ meet here; then the residual add.
   void finish_block(int64_t count);
+  // Collectives on backend buffers (staged through host memory when the collective takes host memory and
+  // the backend's buffers are on a device).
   void all_reduce(float* data, int64_t n);
   void broadcast(float* data, int64_t n, int root);
+  // The vocabulary-split output head: gathers every rank's rows of `local` into [row][vocab] host `out`.
+  void gather_logits(const float* local, int64_t rows, float* out);
+  Buffer buffer(int64_t n) { return Buffer(backend_, n); }
 
+  std::unique_ptr<Backend> owned_backend_;  // the CPU backend when constructed over a thread pool
   const Model& model_;
   const ModelConfig& config_;
   Collective& comm_;
-  ThreadPool& pool_;
+  Backend& backend_;
+  bool stage_collectives_;  // device buffers, host-memory collective
   Rope rope_;
   int64_t context_;
   // Tensor parallelism over several ranks: partial sums meet in the two per-layer all-reduces. A single
@@ -85,18 +96,20 @@ class Session {
   bool sums_partial_results_;
   int64_t position_ = 0;
   int64_t max_q_ = 0;  // most query heads this rank runs in any layer (plans may vary it per layer)
-  // Per layer: [kv_local][context][head_dim], one contiguous run per KV head for the attention scan.
-  std::vector<std::vector<float>> k_cache_, v_cache_;
+  // Backend buffers. Per layer: [kv_local][context][head_dim], one contiguous run per KV head.
+  std::vector<Buffer> k_cache_, v_cache_;
   // Per linear-attention layer: the last kernel-1 conv inputs of each of the rank's q|k|v channels
   // ([channel][kernel-1], oldest first) and the recurrent state of each value head ([head][dk][dv]).
-  std::vector<std::vector<float>> conv_state_, recurrent_state_;
+  std::vector<Buffer> conv_state_, recurrent_state_;
   // Scratch for a chunk of up to kMaxChunk tokens.
-  std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, scores_, cos_, sin_, q_gate_;
-  std::vector<float> mixed_, conv_out_, core_, beta_, decay_, delta_scratch_;
-  std::vector<float> router_logits_, expert_in_, expert_out_, shared_scalar_;
+  Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, scores_, cos_, sin_, q_gate_;
+  Buffer mixed_, conv_out_, core_, beta_, decay_;
+  Buffer router_logits_, expert_in_, expert_out_, shared_scalar_, logits_;
+  // Host memory: rope tables, routing, staging of collectives and logits.
+  std::vector<float> cos_host_, sin_host_, router_host_, staging_, gathered_;
   std::vector<std::vector<std::pair<int64_t, float>>> routed_;  // per expert: (token, weight) of this batch
-  std::vector<int64_t> expert_order_;
-  std::vector<float> local_logits_, gathered_;  // vocabulary-split output head
+  std::vector<int64_t> expert_order_, expert_rows_;
+  std::vector<float> expert_weights_;
   ForwardTimes times_;
 };
 
