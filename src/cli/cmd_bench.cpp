@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/compute_setup.h"
 #include "cli/run_setup.h"
 #include "engine/session.h"
 #include "util/error.h"
@@ -78,7 +79,8 @@ int run_bench(const BenchOptions& opt) {
   Collective& comm = *run.comm;
   ThreadPool pool(opt.model.threads);
   const int64_t context = std::min(std::max(opt.model.context_for(c), opt.prompt_tokens + opt.decode_tokens + 1), c.max_position);
-  Session session(*run.model, comm, pool, context);
+  Compute compute = make_compute(opt.model.device, run, pool, gpu_memory_cap(opt.dist, comm));
+  Session session(*run.model, *compute.session_comm, *compute.backend, context);
 
   // Deterministic token ids; speed does not depend on them.
   std::vector<TokenId> prompt(size_t(opt.prompt_tokens));
@@ -104,7 +106,7 @@ int run_bench(const BenchOptions& opt) {
   const double per_token_comm = (session.times().comm_s - before.comm_s) / double(opt.decode_tokens);
   const double allreduce_s = all_reduce_latency(comm, c.hidden_size);
   const double all_reduces_per_token = double(session.times().all_reduces - before.all_reduces) / double(opt.decode_tokens);
-  const double stream_gbps = opt.skip_bandwidth ? 0.0 : kernels::measure_read_bandwidth(pool) / 1e9;
+  const double stream_gbps = opt.skip_bandwidth ? 0.0 : compute.backend->measure_read_bandwidth() / 1e9;
   // Weight bytes decode actually read per token: every held matrix but the embedding (one row per token)
   // and, of the routed experts, only the ones the router chose.
   const WeightReads per_token = reads_between(session.times().reads, before.reads, 1.0 / double(opt.decode_tokens));
@@ -146,6 +148,7 @@ int run_bench(const BenchOptions& opt) {
       {"ranks", comm.size()},
       {"threads", pool.size()},
       {"simd_target", kernels::simd_target()},
+      {"device", compute.backend->name()},
       {"load_seconds", load_s},
       {"prompt_tokens", opt.prompt_tokens},
       {"prompt_tokens_per_second", double(opt.prompt_tokens) / prompt_s},
@@ -180,9 +183,9 @@ int run_bench(const BenchOptions& opt) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
-  std::printf("model        %s (%s, %s weights, %d rank(s), %d threads, %s kernels, loaded in %.1f s)\n",
+  std::printf("model        %s (%s, %s weights, %d rank(s), %d threads, rank 0 on %s, loaded in %.1f s)\n",
               opt.model.model_path.c_str(), c.architecture.c_str(), out["weight_dtype"].get<std::string>().c_str(),
-              comm.size(), pool.size(), kernels::simd_target(), load_s);
+              comm.size(), pool.size(), compute.backend->name().c_str(), load_s);
   std::printf("prompt       %lld tokens  %.1f tok/s\n", (long long)opt.prompt_tokens, double(opt.prompt_tokens) / prompt_s);
   std::printf("             %lld chunk(s) of up to %lld tokens; weights read per chunk %.1f MB", (long long)chunks,
               (long long)Session::kMaxChunk, per_chunk.total() / 1e6);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/compute_setup.h"
 #include "cli/run_setup.h"
 #include "comm/collective.h"
 #include "engine/generator.h"
@@ -26,7 +27,8 @@ int run_generate(const GenerateOptions& opt) {
   if (run.leader() && !run.files.tokenizer)
     fail("{}: generate needs a tokenizer (tokenizer.json or a GGUF vocabulary)", run.files.path);
   ThreadPool pool(opt.model.threads);
-  Session session(*run.model, *run.comm, pool, opt.model.context_for(run.files.config));
+  Compute compute = make_compute(opt.model.device, run, pool, gpu_memory_cap(opt.dist, *run.comm));
+  Session session(*run.model, *compute.session_comm, *compute.backend, opt.model.context_for(run.files.config));
   auto on_text = [&](std::string_view piece) {
     if (opt.json) return;
     std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -21,6 +21,7 @@ void ModelOptions::add_to(CLI::App& cmd, bool with_compute) {
       ->check(CLI::PositiveNumber);
   if (with_compute) {
     cmd.add_option("--threads,-t", threads, "worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+    cmd.add_option("--device", device, "cpu, cuda (a GPU per local rank) or cuda:N; or one per rank, e.g. cuda,cpu");
     cmd.add_option("--context,-c", context, "context length in tokens (default: min(model limit, 4096))")
         ->check(CLI::NonNegativeNumber);
   }

@@ -15,6 +15,7 @@ struct ModelOptions {
   int64_t group_size = 64;    // random MLX weights only
   uint64_t weight_seed = 0;
   int threads = 0;
+  std::string device = "cpu";  // cpu | cuda | cuda:N, or one per rank (cuda,cpu)
   int64_t context = 0;  // 0: min(model max_position, 4096)
   int64_t layers = 0;   // random weights only: the first N layers of the config (0 = all)
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cli/compute_setup.h"
 #include "cli/launcher.h"
 #include "runtime/node_info.h"
 #include "util/error.h"
@@ -18,6 +19,14 @@ void DistributedOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--mode", cluster.mode, "auto | tensor | equal | pipeline")
       ->check(CLI::IsMember({"auto", "tensor", "equal", "pipeline"}));
   cmd.add_option("--plan", cluster.plan_file, "use this plan (from `uneven plan --json`) instead of planning");
+}
+
+uint64_t gpu_memory_cap(const DistributedOptions& dist, const Collective& comm) {
+  if (dist.cluster.mem.empty()) return 0;
+  const std::vector<uint64_t> budgets = parse_sizes(dist.cluster.mem);
+  if (int(budgets.size()) != comm.size())
+    fail("--mem lists {} budgets but the run has {} ranks", budgets.size(), comm.size());
+  return budgets[size_t(comm.rank())];
 }
 
 Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bool need_tokenizer) {
@@ -39,6 +48,8 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
     }
     ClusterOptions cluster = dist.cluster;
     if (open_error.empty()) cluster.context = model_opts.context_for(run.files.config);
+    const DeviceChoice device = choose_device(model_opts.device, run.comm->rank(), run.comm->size());
+    if (device.cuda) cluster.gpu_memory = gpu_free_memory(device.index);
     run.setup = setup_cluster(*run.comm, open_error.empty() ? &run.files : nullptr, open_error, cluster);
   }
   const uint64_t resident_before = resident_memory_bytes();

@@ -32,6 +32,9 @@ struct Run {
 // this rank's slices. Single process: everything on one rank.
 Run start_run(const ModelOptions& model, const DistributedOptions& dist, bool need_tokenizer);
 
+// This rank's --mem entry (0 when --mem is not given): on a GPU rank, the cap of its device memory.
+uint64_t gpu_memory_cap(const DistributedOptions& dist, const Collective& comm);
+
 // Runs a subcommand body: relaunches under mpirun for --ranks N; under MPI, an error on any rank is
 // printed with the rank's number and ends the whole job (no rank is left waiting).
 int run_distributed(const DistributedOptions& dist, const std::function<int()>& body);

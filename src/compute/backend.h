@@ -87,6 +87,9 @@ class Backend {
   virtual void fill_zero(float* x, int64_t n) = 0;
   // Waits until every operation issued so far has finished (for timers; downloads wait by themselves).
   virtual void synchronize() = 0;
+  // The memory bandwidth weights are read at, bytes/s, measured now (CPU: streaming read with every pool
+  // thread; GPU: device-to-device copy, bytes read plus written); 0 when the backend cannot measure it.
+  virtual double measure_read_bandwidth() { return 0; }
 
   // y[b] = W x[b] for b < batch (kernels::matmul's contract). W is a weight of the model the backend
   // serves (its host view; a device backend finds its resident copy).

@@ -142,6 +142,7 @@ class CpuBackend final : public Backend {
   void download(float* host, const float* src, int64_t n) override { copy(host, src, n); }
   void fill_zero(float* x, int64_t n) override { std::fill(x, x + n, 0.0f); }
   void synchronize() override {}
+  double measure_read_bandwidth() override { return kernels::measure_read_bandwidth(pool_); }
 
   void matmul(const kernels::WeightView& w, const float* x, int64_t batch, float* y) override {
     kernels::matmul(w, x, batch, y, pool_);

@@ -46,8 +46,12 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
       if (int(budgets.size()) != comm.size())
         fail("--mem lists {} budgets but the run has {} ranks", budgets.size(), comm.size());
       f.memory_bytes = budgets[size_t(comm.rank())];
+      if (options.gpu_memory > 0 && f.memory_bytes > options.gpu_memory)
+        fail("--mem gives rank {} {:.2f} GB, but its GPU has only {:.2f} GB free", comm.rank(),
+             double(f.memory_bytes) / 1e9, double(options.gpu_memory) / 1e9);
     } else {
-      f.memory_bytes = available_memory_bytes();
+      // A GPU rank holds its weights and cache in device memory; a CPU rank in host memory.
+      f.memory_bytes = options.gpu_memory > 0 ? options.gpu_memory : available_memory_bytes();
     }
     if (!options.bandwidth.empty()) {
       const std::vector<double> bw = parse_positive_numbers(options.bandwidth, "--bandwidth", "GB/s");

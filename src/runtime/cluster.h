@@ -16,6 +16,7 @@ namespace uneven {
 
 struct ClusterOptions {
   std::string mem;        // "6G,2G,1G": simulated budgets, one per rank; empty: each rank's MemAvailable
+  uint64_t gpu_memory = 0;  // this rank computes on a GPU with this much free memory (0: on the CPU)
   std::string bandwidth;  // "546,273" GB/s per rank; empty: unknown (planned as equal)
   std::string split;      // "5,2,1": explicit target shares
   std::string mode = "auto";  // auto | tensor | equal | pipeline

@@ -1,0 +1,163 @@
+// The forward pass on one GPU (CUDA backend) against the CPU on every model the CPU engine passes: the
+// same greedy ids, and logits within 1e-4 of the CPU's fp32 run of the same weights (quantized weights
+// dequantized to F32 for that run, since the CPU's integer kernels round activations the way llama.cpp
+// does and the GPU does not). Skips without a GPU. Fixtures: tests/data and $UNEVEN_SHARED (default
+// ../shared beside the checkout).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include "compute/cuda/cuda_backend.h"
+#include "engine/model_files.h"
+#include "engine_test_util.h"
+
+namespace uneven {
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kSource = UNEVEN_SOURCE_DIR;
+
+fs::path shared_dir() {
+  const char* env = std::getenv("UNEVEN_SHARED");
+  return env && *env ? fs::path(env) : kSource / "../shared";
+}
+
+// The same tensors with every matrix converted to F32 on read: the CPU's fp32 reference of a quantized
+// (or BF16) model.
+class DequantizedSource final : public WeightSource {
+ public:
+  explicit DequantizedSource(const WeightSource& inner) : inner_(inner) {}
+  const TensorInfo* find(const std::string& name) const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = infos_.find(name);
+    if (it != infos_.end()) return &it->second;
+    const TensorInfo* t = inner_.find(name);
+    if (!t) return nullptr;
+    TensorInfo f = *t;
+    if (t->dtype != DType::U32) {
+      f.dtype = DType::F32;
+      f.group = 0;
+      f.nbytes = uint64_t(t->numel()) * 4;
+    }
+    return &infos_.emplace(name, f).first->second;
+  }
+  TensorBytes read_rows(const TensorInfo& t, int64_t begin, int64_t end) const override {
+    const TensorInfo& original = *inner_.find(t.name);
+    return convert(original, inner_.read_rows(original, begin, end), (end - begin) * original.row_elems());
+  }
+  TensorBytes read_cols(const TensorInfo& t, int64_t begin, int64_t end) const override {
+    const TensorInfo& original = *inner_.find(t.name);
+    return convert(original, inner_.read_cols(original, begin, end), original.rows() * (end - begin));
+  }
+  uint64_t bytes_touched() const override { return inner_.bytes_touched(); }
+  std::string describe() const override { return inner_.describe() + " (dequantized to F32)"; }
+
+ private:
+  static TensorBytes convert(const TensorInfo& original, TensorBytes bytes, int64_t elems) {
+    if (original.dtype == DType::F32 || original.dtype == DType::U32) return bytes;
+    std::vector<uint8_t> out(size_t(elems) * 4);
+    kernels::to_f32(bytes.data(), original.type(), elems, reinterpret_cast<float*>(out.data()));
+    return TensorBytes::owned(std::move(out));
+  }
+  const WeightSource& inner_;
+  mutable std::mutex mutex_;
+  mutable std::map<std::string, TensorInfo> infos_;
+};
+
+// Prompt logits at every position and greedy ids of `steps` decode steps.
+struct RunResult {
+  std::vector<float> prompt_logits;
+  std::vector<TokenId> greedy;
+  std::vector<float> decode_logits;  // of every decode step, concatenated
+};
+
+RunResult run(Session& s, const std::vector<TokenId>& prompt, int steps) {
+  RunResult r;
+  s.reset();
+  s.forward(prompt.data(), int64_t(prompt.size()), r.prompt_logits, true);
+  const int64_t vocab = s.model().config().vocab_size;
+  std::vector<float> logits(r.prompt_logits.end() - vocab, r.prompt_logits.end());
+  for (int i = 0; i < steps; ++i) {
+    r.greedy.push_back(TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    s.forward(&r.greedy.back(), 1, logits);
+    r.decode_logits.insert(r.decode_logits.end(), logits.begin(), logits.end());
+  }
+  return r;
+}
+
+float max_abs(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+void check_model(const fs::path& path) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  SCOPED_TRACE(path.string());
+  ASSERT_TRUE(fs::exists(path)) << path;
+  OpenOptions options;
+  options.need_tokenizer = false;
+  ModelFiles files = open_model(path.string(), options);
+  const ModelConfig& c = files.config;
+  const RankSlices slices = single_rank_slices(c);
+  DequantizedSource fp32_source(*files.weights);
+  Model reference_model(c, slices, fp32_source);
+  Model model(c, slices, *files.weights);
+
+  // A prompt over two forward chunks would need 129+ tokens; 40 covers the batched paths and stays fast.
+  std::vector<TokenId> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(TokenId((i * 7919 + 3) % c.vocab_size));
+  const int64_t context = 64;
+  auto comm = make_local_collective();
+  ThreadPool pool(2);
+  Session cpu(reference_model, *comm, pool, context);
+  const RunResult want = run(cpu, prompt, 16);
+
+  auto backend = make_cuda_backend(model.resident_weights(), 0);
+  Session gpu(model, *comm, *backend, context);
+  const RunResult got = run(gpu, prompt, 16);
+
+  const float d_prompt = max_abs(got.prompt_logits, want.prompt_logits);
+  const float d_decode = max_abs(got.decode_logits, want.decode_logits);
+  std::printf("%s on %s: max |logit - CPU fp32| prompt %.3g, decode %.3g\n", path.filename().c_str(),
+              backend->name().c_str(), double(d_prompt), double(d_decode));
+  EXPECT_LE(d_prompt, 1e-4f);
+  EXPECT_LE(d_decode, 1e-4f);
+  EXPECT_EQ(got.greedy, want.greedy);
+}
+
+class HfFixture : public ::testing::TestWithParam<std::string> {};
+TEST_P(HfFixture, MatchesCpu) { check_model(kSource / "tests/data/hf" / GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Gpu, HfFixture,
+                         ::testing::Values("llama3_scaled", "llama_tied", "qwen2", "qwen2_bf16", "qwen3",
+                                           "qwen3_5_moe_stacked", "qwen3_5_text", "qwen3_5_vl", "qwen3_moe_e16",
+                                           "qwen3_next"));
+
+class MlxFixture : public ::testing::TestWithParam<std::string> {};
+TEST_P(MlxFixture, MatchesCpu) { check_model(kSource / "tests/data/mlx" / GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Gpu, MlxFixture,
+                         ::testing::Values("qwen2_bf16_4bit_g64", "qwen3_4bit_g32", "qwen3_5_moe_4bit_g32",
+                                           "qwen3_8bit_g64", "qwen3_moe_4bit_g32", "qwen3_next_4bit_g32"));
+
+class SharedFixture : public ::testing::TestWithParam<std::string> {};
+TEST_P(SharedFixture, MatchesCpu) { check_model(shared_dir() / GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Gpu, SharedFixture,
+                         ::testing::Values("models/stories260K/stories260K.gguf", "fixtures/hf/qwen3_moe",
+                                           "fixtures/hf/qwen3_5_moe_text", "fixtures/gguf/k256-f32.gguf",
+                                           "fixtures/gguf/k256-Q8_0.gguf", "fixtures/gguf/k256-Q4_0.gguf",
+                                           "fixtures/gguf/k256-Q4_K_M.gguf", "fixtures/gguf/k256-Q5_K_M.gguf",
+                                           "fixtures/gguf/k256-Q6_K.gguf"),
+                         [](const auto& info) {
+                           std::string n = fs::path(info.param).stem().string();
+                           for (char& ch : n)
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace uneven
