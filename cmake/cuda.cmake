@@ -1,5 +1,5 @@
 # The CUDA backend and the NCCL collective (-DUNEVEN_CUDA=ON): library uneven_cuda, linked into uneven_core,
-# and the GPU test cuda_backend_test (label gpu; it skips without a GPU). Included right after uneven_core.
+# and the GPU tests tests/cuda/*_test.cpp (label gpu; they skip without a GPU). Included right after uneven_core.
 option(UNEVEN_CUDA "Build the CUDA backend and NCCL collective" OFF)
 if(NOT UNEVEN_CUDA)
   return()
@@ -44,6 +44,13 @@ target_compile_definitions(uneven_core PUBLIC UNEVEN_HAS_CUDA=1)
 
 enable_testing()
 include(GoogleTest)
-add_executable(cuda_backend_test tests/cuda/cuda_backend_test.cpp)
-target_link_libraries(cuda_backend_test PRIVATE uneven_core GTest::gtest GTest::gtest_main)
-gtest_discover_tests(cuda_backend_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600 LABELS gpu)
+# GPU tests: every tests/cuda/*_test.cpp (they skip without a GPU).
+file(GLOB UNEVEN_CUDA_TEST_SOURCES CONFIGURE_DEPENDS tests/cuda/*_test.cpp)
+foreach(test_src ${UNEVEN_CUDA_TEST_SOURCES})
+  get_filename_component(test_name ${test_src} NAME_WE)
+  add_executable(${test_name} ${test_src})
+  target_include_directories(${test_name} PRIVATE tests)
+  target_link_libraries(${test_name} PRIVATE uneven_core GTest::gtest GTest::gtest_main)
+  target_compile_definitions(${test_name} PRIVATE UNEVEN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  gtest_discover_tests(${test_name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600 LABELS gpu)
+endforeach()

@@ -11,6 +11,16 @@ echo "== build and test (RelWithDebInfo)"
 bash scripts/build.sh build
 ctest --test-dir build --output-on-failure -j"$jobs"
 
+# The CUDA backend compiles wherever nvcc is (no GPU needed): its sources and the GPU-only host code. The GPU
+# tests themselves (ctest -L gpu in build-cuda) run on a GPU machine: see docs/cuda.md.
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "== compile the CUDA backend and GPU tests (nvcc found; not run here)"
+  cmake -S . -B build-cuda-ci -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUNEVEN_CUDA=ON >/dev/null
+  cmake --build build-cuda-ci -j"$jobs" --target uneven_cuda CMakeFiles/uneven.dir/src/cli/compute_setup.cpp.o \
+    CMakeFiles/cuda_engine_test.dir/tests/cuda/cuda_engine_test.cpp.o \
+    CMakeFiles/cuda_backend_test.dir/tests/cuda/cuda_backend_test.cpp.o
+fi
+
 echo "== build and test under AddressSanitizer + UndefinedBehaviorSanitizer"
 bash scripts/build.sh build-sanitize -DUNEVEN_SANITIZE=ON
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

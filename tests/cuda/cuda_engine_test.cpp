@@ -19,7 +19,12 @@ namespace uneven {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kSource = UNEVEN_SOURCE_DIR;
+// The checkout (compiled in; $UNEVEN_SOURCE_DIR when the binary runs from a copy on another machine).
+fs::path source_dir() {
+  const char* env = std::getenv("UNEVEN_SOURCE_DIR");
+  return env && *env ? fs::path(env) : fs::path(UNEVEN_SOURCE_DIR);
+}
+const fs::path kSource = source_dir();
 
 fs::path shared_dir() {
   const char* env = std::getenv("UNEVEN_SHARED");
