@@ -1,6 +1,6 @@
-// Gated DeltaNet on the GPU (backend.h DeltaNetArgs): causal conv1d with its state and SiLU, per-head L2
-// norms, beta and the log decay, the delta rule token by token (recurrent form, one block per value
-// head with the state in registers), and the gated RMSNorm. Mathematically the CPU's chunked form.
+// Gated DeltaNet on the GPU (backend.h DeltaNetArgs), following the CPU's arithmetic: causal conv1d with
+// its state and SiLU, per-head L2 norms, beta and the log decay, the delta rule (recurrent form for one
+// token, the CPU's chunked form in chunks of 64 tokens otherwise; one block per value head), gated RMSNorm.
 #include "compute/cuda/cuda_common.cuh"
 #include "compute/cuda/cuda_kernels.h"
 
@@ -9,6 +9,8 @@ namespace {
 
 constexpr int kRowsPerThread = 32;  // state rows (of dk) each thread of the delta rule holds
 constexpr int kDeltaThreads = 512;  // at most 128 registers a thread: the 32 state values stay in registers
+constexpr int kDeltaChunk = 64;     // tokens per chunk of the parallel form: the CPU's kDeltaChunk
+constexpr int kChunkThreads = 512;  // threads of the chunk kernel (at most; dv columns times token groups)
 
 // One thread per q|k|v channel, tokens in order (the state is a sliding window of the last inputs).
 __global__ void conv_kernel(DeltaNetArgs a, const float* __restrict__ conv, int64_t channels) {
@@ -127,6 +129,119 @@ __global__ void __launch_bounds__(kDeltaThreads) delta_kernel(DeltaNetArgs a, in
   }
 }
 
+// The chunked (parallel) form for count > 1, as CpuBackend's chunk_step: tokens [t0, t0 + n), n <= 64,
+// with G the running sum of g inside the chunk (in double) and S0 the state before it:
+//   delta_i = beta_i (v_i - e^{G_i} S0^T k_i) - sum_{j<i} beta_i e^{G_i-G_j} (k_i.k_j) delta_j
+//   o_i     = e^{G_i} S0^T q_i + sum_{j<=i} e^{G_i-G_j} (q_i.k_j) delta_j
+//   S       = e^{G_last} S0 + sum_j e^{G_last-G_j} k_j delta_j^T
+// Every e^x is float(exp(double x)), as the CPU computes it. Block per value head; thread (b, group)
+// owns value column b (b < dv) and tokens / state rows group, group + groups, ...; threads past
+// dv * groups (padding to whole warps) only join the dot products. The state stays in global memory,
+// where every thread reads whole columns in row order (the CPU's order of the S0^T k sums).
+// Shared memory (cap = min(count, 64) tokens): G [cap] doubles, then floats eg [cap] (e^{G_i}), wl [cap]
+// (e^{G_last-G_j}), D [cap][dv] (S0^T k_i, then delta_i), ck [cap][cap] and cq [cap][cap] (the
+// coefficients of the j-sums: ck[i][j] = -beta_i e^{G_i-G_j} k_i.k_j for j < i, cq[i][j] =
+// e^{G_i-G_j} q_i.k_j for j <= i).
+__global__ void __launch_bounds__(kChunkThreads) delta_chunk_kernel(DeltaNetArgs a, int64_t channels, int cap,
+                                                                     int groups) {
+  extern __shared__ double shd[];
+  const int dk = int(a.dk), dv = int(a.dv), nv = int(a.v_heads), head = int(blockIdx.x);
+  double* G = shd;
+  float* eg = reinterpret_cast<float*>(G + cap);
+  float* wl = eg + cap;
+  float* D = wl + cap;
+  float* ck = D + cap * dv;
+  float* cq = ck + cap * cap;
+  const int b = int(threadIdx.x) % dv, group = int(threadIdx.x) / dv;
+  const bool column = group < groups;  // false only for the padding threads
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = int(blockDim.x) >> 5;
+  const int key = int((a.v_head_begin + head) / a.ratio - a.k_head_begin);
+  const int64_t q_at = int64_t(key) * dk, k_at = (a.k_heads + key) * dk, v_at = 2 * a.k_heads * dk + head * dv;
+  float* S = a.recurrent_state + int64_t(head) * dk * dv;  // [dk][dv]; S0 until the update at the chunk's end
+  for (int64_t t0 = 0; t0 < a.count; t0 += kDeltaChunk) {
+    const int n = int(min(int64_t(kDeltaChunk), a.count - t0));
+    const float* rows = a.conv_out + t0 * channels;  // row i of the chunk at rows + i * channels
+    // G in double, summed in token order by one thread (the CPU's order); the g staged through eg.
+    for (int i = threadIdx.x; i < n; i += blockDim.x) eg[i] = a.decay[(t0 + i) * nv + head];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double run = 0;
+      for (int i = 0; i < n; ++i) G[i] = run += double(eg[i]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      eg[i] = float(exp(G[i]));
+      wl[i] = float(exp(G[n - 1] - G[i]));
+    }
+    // The j-sum coefficients, a warp per pair (i, j <= i); dots in float through a warp reduction.
+    for (int p = warp; p < n * n; p += warps) {
+      const int i = p / n, j = p % n;
+      if (j > i) continue;  // warp-uniform
+      const float* ki = rows + int64_t(i) * channels + k_at;
+      const float* qi = rows + int64_t(i) * channels + q_at;
+      const float* kj = rows + int64_t(j) * channels + k_at;
+      float kk = 0, qk = 0;
+      for (int r = lane; r < dk; r += 32) {
+        kk = fmaf(ki[r], kj[r], kk);
+        qk = fmaf(qi[r], kj[r], qk);
+      }
+      kk = warp_sum(kk);
+      qk = warp_sum(qk);
+      if (lane == 0) {
+        const float w = float(exp(G[i] - G[j])), beta = a.beta[(t0 + i) * nv + head];
+        cq[i * cap + j] = w * qk;
+        if (j < i) ck[i * cap + j] = -beta * w * kk;
+      }
+    }
+    __syncthreads();  // eg, wl, ck, cq ready
+    // S0^T k_i into D and e^{G_i} S0^T q_i into the output row (finished below by the same thread), with
+    // the sums over state rows in increasing order; then D[i] = beta_i (v_i - e^{G_i} S0^T k_i). No
+    // contraction into fma where the CPU multiplies and subtracts separately.
+    if (column) {
+      for (int i = group; i < n; i += groups) {
+        const float* ki = rows + int64_t(i) * channels + k_at;
+        const float* qi = rows + int64_t(i) * channels + q_at;
+        float u = 0, o = 0;
+        for (int r = 0; r < dk; ++r) {
+          const float s = S[r * dv + b];
+          u = fmaf(ki[r], s, u);
+          o = fmaf(qi[r], s, o);
+        }
+        const float beta = a.beta[(t0 + i) * nv + head], v = rows[int64_t(i) * channels + v_at + b];
+        D[i * dv + b] = __fmul_rn(beta, __fsub_rn(v, __fmul_rn(eg[i], u)));
+        a.core[(t0 + i) * nv * dv + int64_t(head) * dv + b] = __fmul_rn(o, eg[i]);
+      }
+    }
+    __syncthreads();  // D holds beta_i (v_i - e^{G_i} S0^T k_i) for every i
+    // The deltas in token order: column b depends only on column b, so one thread per column, no barrier.
+    if (group == 0) {
+      for (int i = 1; i < n; ++i) {
+        float d = D[i * dv + b];
+        for (int j = 0; j < i; ++j) d = fmaf(ck[i * cap + j], D[j * dv + b], d);
+        D[i * dv + b] = d;
+      }
+    }
+    __syncthreads();  // D holds delta_i for every i; S0 is no longer read (the S0^T sums are done)
+    if (column) {
+      // Outputs: o_i += sum_{j<=i} cq[i][j] delta_j in increasing j.
+      for (int i = group; i < n; i += groups) {
+        float* out = a.core + (t0 + i) * nv * dv + int64_t(head) * dv + b;
+        float o = *out;
+        for (int j = 0; j <= i; ++j) o = fmaf(cq[i * cap + j], D[j * dv + b], o);
+        *out = o;
+      }
+      // State: S = e^{G_last} S0, then += (e^{G_last-G_j} k_j[r]) delta_j[b] in increasing j.
+      const float e_last = eg[n - 1];
+      for (int r = group; r < dk; r += groups) {
+        float s = __fmul_rn(S[r * dv + b], e_last);
+        for (int j = 0; j < n; ++j) s = fmaf(wl[j] * rows[int64_t(j) * channels + k_at + r], D[j * dv + b], s);
+        S[r * dv + b] = s;
+      }
+    }
+    __syncthreads();  // the next chunk reads the new state and rewrites the shared arrays
+  }
+}
+
 // Block (t, value head): RMSNorm of o over dv by `norm`, times silu(z).
 __global__ void gated_norm_kernel(DeltaNetArgs a, const float* __restrict__ norm, int64_t z_at) {
   __shared__ float red[32];
@@ -161,7 +276,26 @@ void gated_deltanet(const DeltaNetArgs& a, const DeltaNetVectors& vec, cudaStrea
   UNEVEN_CUDA_LAUNCHED();
   const size_t shared = size_t(2 * a.dk + slices * a.dv + a.dv) * sizeof(float);
   if (shared > 48 * 1024) fail("CUDA gated DeltaNet: dk {} / dv {} need {} bytes of shared memory", a.dk, a.dv, shared);
-  delta_kernel<<<unsigned(a.v_heads), unsigned(a.dv * slices), shared, s>>>(a, channels);
+  if (a.count == 1) {
+    delta_kernel<<<unsigned(a.v_heads), unsigned(a.dv * slices), shared, s>>>(a, channels);
+  } else {
+    const int cap = int(std::min<int64_t>(a.count, kDeltaChunk));
+    const int groups = int(std::max<int64_t>(1, kChunkThreads / a.dv));
+    const unsigned threads = unsigned((a.dv * groups + 31) / 32 * 32);
+    // G, eg, wl, D, ck, cq (delta_chunk_kernel): 66,560 bytes for dv 128 and a full chunk, so above the
+    // default 48 KB; an opt-in the device grants (H200: 227 KB).
+    const size_t bytes = size_t(cap) * sizeof(double) + size_t(2 * cap + cap * a.dv + 2 * cap * cap) * sizeof(float);
+    int device = 0, optin = 0;
+    UNEVEN_CUDA_CHECK(cudaGetDevice(&device));
+    UNEVEN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (threads > unsigned(kChunkThreads) || bytes > size_t(optin))
+      fail("CUDA gated DeltaNet: dv {} needs {} threads and {} bytes of shared memory per head (device: {})", a.dv,
+           threads, bytes, optin);
+    if (bytes > 48 * 1024)
+      UNEVEN_CUDA_CHECK(
+          cudaFuncSetAttribute(delta_chunk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    delta_chunk_kernel<<<unsigned(a.v_heads), threads, bytes, s>>>(a, channels, cap, groups);
+  }
   UNEVEN_CUDA_LAUNCHED();
   const unsigned dv_threads = unsigned(std::min<int64_t>(256, (a.dv + 31) / 32 * 32));
   gated_norm_kernel<<<dim3(unsigned(a.count), unsigned(a.v_heads)), dv_threads, 0, s>>>(a, vec.norm, channels);
