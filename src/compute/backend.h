@@ -25,6 +25,8 @@ class ThreadPool;
 // weighting the values; times sigmoid(gate) when gated. Results in out[t][j][head_dim].
 struct AttentionArgs {
   int64_t count = 0, position = 0, context = 0;
+  // The position again, as a float in a buffer (exact below 2^24): a recorded step reads it at replay.
+  const float* position_value = nullptr;
   int64_t q_heads = 0, kv_heads = 0, head_dim = 0;
   int64_t q_head_begin = 0, kv_head_begin = 0, group = 1;
   bool gated = false;
@@ -95,8 +97,9 @@ class Backend {
   // serves (its host view; a device backend finds its resident copy).
   virtual void matmul(const kernels::WeightView& w, const float* x, int64_t batch, float* y) = 0;
   // x[t] = table row (tokens[t] - first_row) as F32 for every t whose token lies in
-  // [first_row, first_row + table.rows); other rows of x are left as they are. `tokens` is host memory.
-  virtual void embed(const kernels::WeightView& table, int64_t first_row, const int32_t* tokens, int64_t count,
+  // [first_row, first_row + table.rows); other rows of x are left as they are. `tokens` is a buffer of
+  // token ids held as floats (exact below 2^24), so that a recorded step reads the ids at replay.
+  virtual void embed(const kernels::WeightView& table, int64_t first_row, const float* tokens, int64_t count,
                      float* x) = 0;
   // kernels::rmsnorm over `rows` rows of n (in place allowed); `weight` is a model vector of n values.
   virtual void rmsnorm(const float* x, const std::vector<float>& weight, float eps, int64_t n, int64_t rows,
@@ -105,9 +108,8 @@ class Backend {
   virtual void add(float* y, const float* x, int64_t n) = 0;
   // y[r][i] += bias[i] for each of `rows` rows of bias.size() values.
   virtual void add_bias(float* y, const std::vector<float>& bias, int64_t rows) = 0;
-  // Row r of gate_up holds [gate | up] of `cols` each; writes silu(gate) * up to gate_up[r * cols ...]
-  // (rows packed to [rows][cols] at the buffer's front).
-  virtual void swiglu(float* gate_up, int64_t cols, int64_t rows) = 0;
+  // Row r of gate_up holds [gate | up] of `cols` each; out[r] = silu(gate) * up ([rows][cols]; no overlap).
+  virtual void swiglu(const float* gate_up, int64_t cols, int64_t rows, float* out) = 0;
   // dst[i] = src[rows[i]] for i < n, rows of `width` floats; `rows` is host memory.
   virtual void gather_rows(const float* src, const int64_t* rows, int64_t n, int64_t width, float* dst) = 0;
   // dst[rows[i]] += weights[i] * src[i] for i < n; `rows` and `weights` are host memory.
@@ -117,6 +119,19 @@ class Backend {
   virtual void sigmoid_scale_add(const float* src, const float* gates, int64_t rows, int64_t width, float* dst) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
   virtual void gated_deltanet(const DeltaNetArgs& args) = 0;
+
+  // Recording (CUDA graphs): between begin_recording() and end_recording() operations are recorded, not
+  // run; the recording's replay() runs them all again with one launch. Only operations whose inputs live
+  // in buffers may be recorded (no upload, download or host-memory argument that changes between replays),
+  // and the buffers they name must outlive the recording. Backends that cannot record return false.
+  class Recording {
+   public:
+    virtual ~Recording() = default;
+    virtual void replay() = 0;
+  };
+  virtual bool can_record() const { return false; }
+  virtual void begin_recording() {}
+  virtual std::unique_ptr<Recording> end_recording() { return nullptr; }
 };
 
 // What a device backend must hold resident: every weight matrix and model vector the forward pass will

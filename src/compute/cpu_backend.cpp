@@ -148,7 +148,7 @@ class CpuBackend final : public Backend {
     kernels::matmul(w, x, batch, y, pool_);
   }
 
-  void embed(const kernels::WeightView& table, int64_t first_row, const int32_t* tokens, int64_t count,
+  void embed(const kernels::WeightView& table, int64_t first_row, const float* tokens, int64_t count,
              float* x) override {
     const size_t row_bytes = size_t(table.row_bytes());
     for (int64_t t = 0; t < count; ++t) {
@@ -168,13 +168,12 @@ class CpuBackend final : public Backend {
     const int64_t n = int64_t(bias.size());
     for (int64_t r = 0; r < rows; ++r) kernels::add(y + r * n, bias.data(), n);
   }
-  void swiglu(float* gate_up, int64_t cols, int64_t rows) override {
+  void swiglu(const float* gate_up, int64_t cols, int64_t rows, float* out) override {
     for (int64_t t = 0; t < rows; ++t) {
-      float* row = gate_up + t * 2 * cols;
-      kernels::silu_mul(row, row + cols, cols);
-      // Row t's result moves to t * cols, which is at or before its source: forward order never
-      // overwrites a row not yet read.
-      if (t > 0) std::copy_n(row, cols, gate_up + t * cols);
+      const float* row = gate_up + t * 2 * cols;
+      float* o = out + t * cols;
+      std::copy_n(row, cols, o);
+      kernels::silu_mul(o, row + cols, cols);
     }
   }
   void gather_rows(const float* src, const int64_t* rows, int64_t n, int64_t width, float* dst) override {

@@ -76,14 +76,19 @@ Session::Session(const Model& model, Collective& comm, std::unique_ptr<Backend> 
   k_ = buffer(kMaxChunk * max_kv * hd);
   v_ = buffer(kMaxChunk * max_kv * hd);
   gate_up_ = buffer(kMaxChunk * 2 * max_cols);
+  act_ = buffer(kMaxChunk * max_cols);
   scores_ = buffer(max_q_ * context);
   mixed_ = buffer(kMaxChunk * max_in);
   conv_out_ = buffer(kMaxChunk * max_channels);
   core_ = buffer(kMaxChunk * max_v * c.linear_value_head_dim);
   beta_ = buffer(kMaxChunk * max_v);
   decay_ = buffer(kMaxChunk * max_v);
-  cos_ = buffer(kMaxChunk * rope_.half());
-  sin_ = buffer(kMaxChunk * rope_.half());
+  if (c.vocab_size >= (int64_t(1) << 24) || context >= (int64_t(1) << 24))
+    fail("a vocabulary of {} tokens and a context of {} must both stay below 2^24 (ids travel as floats)",
+         c.vocab_size, context);
+  inputs_ = buffer(1 + kMaxChunk + 2 * kMaxChunk * rope_.half());
+  if (s.has_output) logits_ = buffer(model.output_head().rows);
+  records_decode_ = backend_.can_record() && comm.size() == 1 && c.num_experts == 0;
   if (c.num_experts > 0) {
     router_logits_ = buffer(kMaxChunk * c.num_experts);
     expert_in_ = buffer(kMaxChunk * h);
@@ -190,62 +195,71 @@ void Session::forward(const TokenId* tokens, int64_t count, std::vector<float>& 
   }
 }
 
+namespace {
+
+void add_reads(WeightReads& into, const WeightReads& a, const WeightReads& b, double sign) {
+  into.attention += sign * (a.attention - b.attention);
+  into.linear += sign * (a.linear - b.linear);
+  into.mlp += sign * (a.mlp - b.mlp);
+  into.router += sign * (a.router - b.router);
+  into.shared += sign * (a.shared - b.shared);
+  into.experts += sign * (a.experts - b.experts);
+  into.head += sign * (a.head - b.head);
+}
+
+}  // namespace
+
 void Session::forward_chunk(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits,
                             int64_t logits_offset) {
   const double t_start = now_s();
   const double comm_before = times_.comm_s;
-  const int64_t h = config_.hidden_size;
-  const ModelWeights& w = model_.weights();
   const RankSlices& s = model_.slices();
-
-  // Embedding lookup of the rows this rank holds; rows held elsewhere contribute zeros to the all-reduce.
-  // In pipeline mode only the first stage embeds; later stages receive activations.
   const bool pipeline = !s.stage_layers.empty();
-  backend_.fill_zero(x_.data(), count * h);
-  if (s.has_embedding) {
-    const kernels::WeightView& emb = w.embedding.view;
-    backend_.embed(emb, s.embedding_rows.begin, tokens, count, x_.data());
-    for (int64_t t = 0; t < count; ++t)
-      if (s.embedding_rows.contains(tokens[t])) times_.reads.head += double(emb.row_bytes());
-    // Decided for all ranks alike, not by a rank's own share: one that holds the whole vocabulary (a small
-    // vocabulary rounded to one rank) must still meet the others that hold none of it.
-    if (!pipeline && s.embedding_split) all_reduce(x_.data(), count * h);
-  }
 
+  // This chunk's inputs, in one upload.
   rope_.tables(position_, count, cos_host_, sin_host_);
-  backend_.upload(cos_.data(), cos_host_.data(), int64_t(cos_host_.size()));
-  backend_.upload(sin_.data(), sin_host_.data(), int64_t(sin_host_.size()));
-  if (!pipeline) {
-    for (int64_t l = s.layers.begin; l < s.layers.end; ++l) run_layer(l, count);
-  } else {
-    // Stages run in rank order; each hands its activations to the next (the baseline users compare
-    // tensor parallelism against: one stage computes while the others wait).
-    for (int stage = 0; stage < int(s.stage_layers.size()); ++stage) {
-      if (stage == s.rank)
-        for (int64_t l = s.layers.begin; l < s.layers.end; ++l) run_layer(l, count);
-      if (stage + 1 < int(s.stage_layers.size())) broadcast(x_.data(), count * h, stage);
+  inputs_host_.assign(size_t(inputs_.size()), 0.0f);
+  inputs_host_[0] = float(position_);
+  for (int64_t t = 0; t < count; ++t) inputs_host_[size_t(1 + t)] = float(tokens[t]);
+  std::copy(cos_host_.begin(), cos_host_.end(), inputs_host_.begin() + (cos_values() - inputs_.data()));
+  std::copy(sin_host_.begin(), sin_host_.end(), inputs_host_.begin() + (sin_values() - inputs_.data()));
+  backend_.upload(inputs_.data(), inputs_host_.data(), inputs_.size());
+
+  // Only the positions whose logits are wanted go through the final norm and the output head.
+  const int64_t first = all_logits ? 0 : count - 1;
+  const int64_t rows = logits_offset >= 0 ? count - first : 0;
+  const int64_t head_rows = s.has_output ? rows : 0;
+  if (head_rows > 1 && all_logits_.size() < head_rows * model_.output_head().rows)
+    all_logits_ = buffer(head_rows * model_.output_head().rows);
+  if (count == 1 && head_rows == 1 && records_decode_) {
+    // Decode: the first step is recorded, every step replays the recording (one launch per token).
+    if (!decode_step_) {
+      const WeightReads before = times_.reads;
+      backend_.begin_recording();
+      try {
+        run_chunk(tokens, 1, 1);
+      } catch (...) {
+        backend_.end_recording();  // leave the backend usable; the error goes on
+        throw;
+      }
+      decode_step_ = backend_.end_recording();
+      add_reads(step_reads_, times_.reads, before, 1.0);
+    } else {
+      add_reads(times_.reads, step_reads_, WeightReads{}, 1.0);
     }
+    decode_step_->replay();
+  } else {
+    run_chunk(tokens, count, head_rows);
   }
   position_ += count;
 
-  if (logits_offset >= 0) {
-    // Only the positions whose logits are wanted go through the final norm and the output head.
-    const int64_t first = all_logits ? 0 : count - 1, rows = count - first;
+  if (rows > 0) {
     const int64_t vocab = config_.vocab_size;
     float* out = logits.data() + logits_offset * vocab;
-    if (s.has_output) {
-      backend_.rmsnorm(x_.data() + first * h, w.final_norm, float(config_.rms_norm_eps), h, rows, normed_.data());
-      const kernels::WeightView& head = model_.output_head();
-      times_.reads.head += double(head.bytes());
-      const bool split = !s.output_rows_by_rank.empty();
-      if (!split && !backend_.device_memory()) {
-        backend_.matmul(head, normed_.data(), rows, out);
-      } else {
-        if (logits_.size() < rows * head.rows) logits_ = buffer(rows * head.rows);
-        backend_.matmul(head, normed_.data(), rows, logits_.data());
-        if (split) gather_logits(logits_.data(), rows, out);
-        else backend_.download(out, logits_.data(), rows * vocab);
-      }
+    const float* local = head_rows > 1 ? all_logits_.data() : logits_.data();
+    if (head_rows > 0) {
+      if (!s.output_rows_by_rank.empty()) gather_logits(local, rows, out);
+      else backend_.download(out, local, rows * vocab);
     }
     if (pipeline) {
       // The last stage's logits (host memory) reach every stage.
@@ -264,6 +278,45 @@ void Session::forward_chunk(const TokenId* tokens, int64_t count, std::vector<fl
   }
   backend_.synchronize();
   times_.compute_s += (now_s() - t_start) - (times_.comm_s - comm_before);
+}
+
+void Session::run_chunk(const TokenId* tokens, int64_t count, int64_t head_rows) {
+  const int64_t h = config_.hidden_size;
+  const ModelWeights& w = model_.weights();
+  const RankSlices& s = model_.slices();
+
+  // Embedding lookup of the rows this rank holds; rows held elsewhere contribute zeros to the all-reduce.
+  // In pipeline mode only the first stage embeds; later stages receive activations.
+  const bool pipeline = !s.stage_layers.empty();
+  backend_.fill_zero(x_.data(), count * h);
+  if (s.has_embedding) {
+    const kernels::WeightView& emb = w.embedding.view;
+    backend_.embed(emb, s.embedding_rows.begin, token_values(), count, x_.data());
+    for (int64_t t = 0; t < count; ++t)
+      if (s.embedding_rows.contains(tokens[t])) times_.reads.head += double(emb.row_bytes());
+    // Decided for all ranks alike, not by a rank's own share: one that holds the whole vocabulary (a small
+    // vocabulary rounded to one rank) must still meet the others that hold none of it.
+    if (!pipeline && s.embedding_split) all_reduce(x_.data(), count * h);
+  }
+
+  if (!pipeline) {
+    for (int64_t l = s.layers.begin; l < s.layers.end; ++l) run_layer(l, count);
+  } else {
+    // Stages run in rank order; each hands its activations to the next (the baseline users compare
+    // tensor parallelism against: one stage computes while the others wait).
+    for (int stage = 0; stage < int(s.stage_layers.size()); ++stage) {
+      if (stage == s.rank)
+        for (int64_t l = s.layers.begin; l < s.layers.end; ++l) run_layer(l, count);
+      if (stage + 1 < int(s.stage_layers.size())) broadcast(x_.data(), count * h, stage);
+    }
+  }
+  if (head_rows > 0) {
+    backend_.rmsnorm(x_.data() + (count - head_rows) * h, w.final_norm, float(config_.rms_norm_eps), h, head_rows,
+                     normed_.data());
+    const kernels::WeightView& head = model_.output_head();
+    times_.reads.head += double(head.bytes());
+    backend_.matmul(head, normed_.data(), head_rows, head_rows > 1 ? all_logits_.data() : logits_.data());
+  }
 }
 
 void Session::run_layer(int64_t l, int64_t count) {
@@ -287,8 +340,8 @@ void Session::finish_block(int64_t count) {
 void Session::ffn(const Linear& gate_up, const Linear& down, const float* x, int64_t count, float* out, double& reads) {
   matmul(gate_up, x, count, gate_up_.data(), reads);
   // Row t holds [gate | up]; the activations are packed to [t][cols] for the down product.
-  backend_.swiglu(gate_up_.data(), down.view.cols, count);
-  matmul(down, gate_up_.data(), count, out, reads);
+  backend_.swiglu(gate_up_.data(), down.view.cols, count, act_.data());
+  matmul(down, act_.data(), count, out, reads);
 }
 
 void Session::attention_block(int64_t l, int64_t count) {
@@ -330,8 +383,9 @@ void Session::attention_block(int64_t l, int64_t count) {
   a.q_norm = &lw.q_norm;
   a.k_norm = &lw.k_norm;
   a.eps = float(config_.rms_norm_eps);
-  a.cos = cos_.data();
-  a.sin = sin_.data();
+  a.position_value = position_value();
+  a.cos = cos_values();
+  a.sin = sin_values();
   a.rope_half = rope_.half();
   a.rope_interleaved = config_.rope_interleaved;
   a.k_cache = k_cache_[size_t(l)].data();

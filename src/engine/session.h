@@ -64,6 +64,9 @@ class Session {
   Session(const Model& model, Collective& comm, std::unique_ptr<Backend> owned, Backend* backend, int64_t context);
   void forward_chunk(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits,
                      int64_t logits_offset);
+  // Embedding, layers and (with `head_rows` > 0) the final norm and output head of the last head_rows
+  // positions into logits_. Operations only: no host memory changes, so a decode step can be recorded.
+  void run_chunk(const TokenId* tokens, int64_t count, int64_t head_rows);
   void run_layer(int64_t layer, int64_t count);
   void attention_block(int64_t layer, int64_t count);
   void linear_attention_block(int64_t layer, int64_t count);
@@ -101,12 +104,25 @@ class Session {
   // Per linear-attention layer: the last kernel-1 conv inputs of each of the rank's q|k|v channels
   // ([channel][kernel-1], oldest first) and the recurrent state of each value head ([head][dk][dv]).
   std::vector<Buffer> conv_state_, recurrent_state_;
+  // Per chunk, one upload: [position | token ids (kMaxChunk) | cos | sin (kMaxChunk x rope half each)], all
+  // as floats; the operations read them from here, so a recorded decode step replays at any position.
+  Buffer inputs_;
+  const float* position_value() const { return inputs_.data(); }
+  const float* token_values() const { return inputs_.data() + 1; }
+  const float* cos_values() const { return inputs_.data() + 1 + kMaxChunk; }
+  const float* sin_values() const { return cos_values() + kMaxChunk * rope_.half(); }
   // Scratch for a chunk of up to kMaxChunk tokens.
-  Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, scores_, cos_, sin_, q_gate_;
+  Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, act_, scores_, q_gate_;
   Buffer mixed_, conv_out_, core_, beta_, decay_;
-  Buffer router_logits_, expert_in_, expert_out_, shared_scalar_, logits_;
-  // Host memory: rope tables, routing, staging of collectives and logits.
-  std::vector<float> cos_host_, sin_host_, router_host_, staging_, gathered_;
+  Buffer router_logits_, expert_in_, expert_out_, shared_scalar_;
+  Buffer logits_, all_logits_;  // the output head's rows of this rank: one position / several
+  // Host memory: inputs, rope tables, routing, staging of collectives and logits.
+  std::vector<float> inputs_host_, cos_host_, sin_host_, router_host_, staging_, gathered_;
+  // The recorded decode step (embedding to logits_, one token), when the backend records and nothing in
+  // the step needs the host (no host routing of experts, no collective outside the backend's stream).
+  bool records_decode_ = false;
+  std::unique_ptr<Backend::Recording> decode_step_;
+  WeightReads step_reads_;  // what one recorded step reads (counted while it was recorded)
   std::vector<std::vector<std::pair<int64_t, float>>> routed_;  // per expert: (token, weight) of this batch
   std::vector<int64_t> expert_order_, expert_rows_;
   std::vector<float> expert_weights_;

@@ -185,10 +185,11 @@ TEST(CudaBackend, Embed) {
     res.matrices.push_back(table.view);
     auto gpu = make_cuda_backend(res, 0);
     auto cpu = make_cpu_backend(pool());
-    const std::vector<int32_t> tokens = {100, 149, 3, 120, 99, 150, 125};  // rows [100, 150) are here
-    Twin x = twin(*cpu, *gpu, random_vector(rng, int64_t(tokens.size()) * 512));  // rows out of range stay
-    gpu->embed(table.view, 100, tokens.data(), int64_t(tokens.size()), x.g());
-    cpu->embed(table.view, 100, tokens.data(), int64_t(tokens.size()), x.c());
+    // Token ids travel as floats in a buffer; rows [100, 150) are here, the others stay as they are.
+    Twin tokens = twin(*cpu, *gpu, std::vector<float>{100, 149, 3, 120, 99, 150, 125});
+    Twin x = twin(*cpu, *gpu, random_vector(rng, tokens.n * 512));
+    gpu->embed(table.view, 100, tokens.g(), tokens.n, x.g());
+    cpu->embed(table.view, 100, tokens.c(), tokens.n, x.c());
     expect_twin(*cpu, *gpu, x, kElementTol, "embed");
   }
 }
@@ -220,14 +221,17 @@ TEST(CudaBackend, ElementwiseOps) {
   expect_twin(*cpu, *gpu, out, kElementTol, "add_bias");
 
   Twin gu = twin(*cpu, *gpu, random_vector(rng, rows * 2 * n, -10.0f, 10.0f));
-  gpu->swiglu(gu.g(), n, rows);
-  cpu->swiglu(gu.c(), n, rows);
-  expect_close(fetch(*gpu, gu.g(), rows * n), fetch(*cpu, gu.c(), rows * n), kElementTol, "swiglu");
+  Twin act = twin(*cpu, *gpu, std::vector<float>(size_t(rows * n), 0.0f));
+  gpu->swiglu(gu.g(), n, rows, act.g());
+  cpu->swiglu(gu.c(), n, rows, act.c());
+  expect_twin(*cpu, *gpu, act, kElementTol, "swiglu");
 
   const std::vector<int64_t> pick = {4, 0, 2, 2, 1, 3};
+  // From fresh rows (x went through the in-place norm, whose last bits differ): a gather is an exact copy.
+  Twin source = twin(*cpu, *gpu, random_vector(rng, rows * n, -3.0f, 3.0f));
   Twin gathered = twin(*cpu, *gpu, std::vector<float>(pick.size() * size_t(n), 0.0f));
-  gpu->gather_rows(x.g(), pick.data(), int64_t(pick.size()), n, gathered.g());
-  cpu->gather_rows(x.c(), pick.data(), int64_t(pick.size()), n, gathered.c());
+  gpu->gather_rows(source.g(), pick.data(), int64_t(pick.size()), n, gathered.g());
+  cpu->gather_rows(source.c(), pick.data(), int64_t(pick.size()), n, gathered.c());
   expect_twin(*cpu, *gpu, gathered, 0.0, "gather_rows");
 
   const std::vector<float> weights = {0.5f, -1.0f, 2.0f, 0.25f, 1.5f, -0.75f};  // row 2 twice

@@ -11,6 +11,11 @@ constexpr int kMaxHeadDim = 256;
 constexpr int kPerLane = kMaxHeadDim / 32;  // head values per lane in the attention pass
 constexpr int kAttnWarps = 8;
 
+// The chunk's first position: from the buffer when given (a recorded step replays at later positions).
+__device__ __forceinline__ int64_t position_of(const AttentionArgs& a) {
+  return a.position_value ? int64_t(*a.position_value) : a.position;
+}
+
 // Block (t, head) over heads [0, q_heads) (queries) then [q_heads, q_heads + kv_heads) (keys); thread d
 // owns element d. Norm, then rotation from the normed values (shared), then the writes.
 __global__ void prepare_kernel(AttentionArgs a, AttentionVectors vec) {
@@ -44,7 +49,7 @@ __global__ void prepare_kernel(AttentionArgs a, AttentionVectors vec) {
   if (d >= hd) return;
   dst[d] = x;
   if (!is_q) {
-    const int64_t at = (kh * a.context + a.position + t) * hd + d;
+    const int64_t at = (kh * a.context + position_of(a) + t) * hd + d;
     a.k_cache[at] = x;
     a.v_cache[at] = a.v[(t * a.kv_heads + kh) * hd + d];
   }
@@ -67,8 +72,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attend_kernel(AttentionArgs a
   const int64_t kv = (a.q_head_begin + j) / a.group - a.kv_head_begin;
   const float* keys = a.k_cache + kv * a.context * hd;
   const float* values = a.v_cache + kv * a.context * hd;
-  const int64_t visible = a.position + t + 1;
-  const int64_t p0 = z * chunk, p1 = min(visible, p0 + chunk);
+  const int64_t visible = position_of(a) + t + 1;
+  const int64_t p0 = z * chunk, p1 = min(visible, p0 + chunk);  // empty for splits past the visible end
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = a.q[(t * a.q_heads + j) * hd + d];
   __syncthreads();
   float q[kPerLane], acc[kPerLane];
@@ -142,7 +147,7 @@ __global__ void combine_kernel(AttentionArgs a, int splits, const float* partial
 
 }  // namespace
 
-void attention(const AttentionArgs& a, const AttentionVectors& vec, cudaStream_t s) {
+void attention(const AttentionArgs& a, const AttentionVectors& vec, bool for_any_position, cudaStream_t s) {
   if (a.count == 0 || a.q_heads == 0) return;
   if (a.head_dim <= 0 || a.head_dim > kMaxHeadDim)
     fail("CUDA attention: head_dim {} is outside 1..{}", a.head_dim, kMaxHeadDim);
@@ -156,7 +161,10 @@ void attention(const AttentionArgs& a, const AttentionVectors& vec, cudaStream_t
   // Decode: split the positions so that ~2 blocks per SM run even for few heads; the partial results
   // (head_dim + 2 floats per split) live in `scores` (q_heads * context floats).
   const float scale = 1.0f / sqrtf(float(a.head_dim));
-  const int64_t visible = a.position + a.count;
+  // Recorded for any position: split as if the whole context were visible (splits past the visible end
+  // are empty; combine_kernel weighs them zero).
+  const int64_t visible = for_any_position ? a.context : a.position + a.count;
+  if (for_any_position && !a.position_value) fail("CUDA attention: a recorded step needs position_value");
   int splits = 1;
   if (a.count == 1 && a.scores) {
     const int64_t want = std::max<int64_t>(1, 264 / a.q_heads);

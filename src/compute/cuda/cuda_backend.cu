@@ -128,8 +128,11 @@ class CudaBackend final : public Backend {
     }
     if (batch == 1) return cuda::gemv(dw, x, y, stream_);
     // Batched: y^T (rows x batch, column-major, ld rows) = W^T^T x^T with W row-major = (cols x rows)
-    // column-major. Non-F32 weights are dequantized a chunk of rows at a time into the scratch.
+    // column-major. F32 weights: pedantic fp32 GEMM. BF16, F16 and quantized weights: 16-bit tensor-core
+    // GEMMs with split operands (gemm.cu). Otherwise (no tensor-core path, or no scratch for one row of
+    // it) non-F32 weights are dequantized to F32 a chunk of rows at a time into the scratch.
     if (w.dtype == DType::F32) return gemm(static_cast<const float*>(dw.data), w.rows, w.cols, x, batch, y, w.rows);
+    if (tensor_matmul(dw, x, batch, y)) return;
     const int64_t chunk = std::max<int64_t>(1, int64_t(dequant_floats_) / w.cols);
     if (!dequant_ || chunk * w.cols > int64_t(dequant_floats_))
       fail("CUDA matmul: no dequantization scratch for a row of {} columns ({} floats reserved)", w.cols, dequant_floats_);
@@ -139,13 +142,12 @@ class CudaBackend final : public Backend {
       gemm(dequant_, n, w.cols, x, batch, y + r0, w.rows);
     }
   }
-  void embed(const kernels::WeightView& table, int64_t first_row, const int32_t* tokens, int64_t count,
+  void embed(const kernels::WeightView& table, int64_t first_row, const float* tokens, int64_t count,
              float* x) override {
     if (count <= 0) return;
     guard();
     const cuda::DeviceWeight dw = resident(table);
-    const auto* rows = static_cast<const int32_t*>(stage(tokens, size_t(count) * sizeof(int32_t), nullptr, 0).first);
-    cuda::dequantize_rows(dw, first_row, rows, count, x, stream_);
+    cuda::dequantize_rows(dw, first_row, tokens, count, x, stream_);
   }
   void rmsnorm(const float* x, const std::vector<float>& weight, float eps, int64_t n, int64_t rows,
                float* out) override {
@@ -162,14 +164,10 @@ class CudaBackend final : public Backend {
     guard();
     cuda::add_bias(y, vector(bias, "bias"), int64_t(bias.size()), rows, stream_);
   }
-  void swiglu(float* gate_up, int64_t cols, int64_t rows) override {
+  void swiglu(const float* gate_up, int64_t cols, int64_t rows, float* out) override {
     if (cols <= 0 || rows <= 0) return;
     guard();
-    // Packing rows to the front in place would race (row r's output overlaps row r/2's input): compute
-    // into the scratch, then copy back.
-    float* tmp = scratch(uint64_t(cols * rows) * sizeof(float));
-    cuda::swiglu(gate_up, cols, rows, tmp, stream_);
-    UNEVEN_CUDA_CHECK(cudaMemcpyAsync(gate_up, tmp, size_t(cols * rows) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+    cuda::swiglu(gate_up, cols, rows, out, stream_);
   }
   void gather_rows(const float* src, const int64_t* rows, int64_t n, int64_t width, float* dst) override {
     if (n <= 0) return;
@@ -194,7 +192,7 @@ class CudaBackend final : public Backend {
     cuda::AttentionVectors vec;
     if (a.q_norm && !a.q_norm->empty()) vec.q_norm = vector(*a.q_norm, "q_norm", a.head_dim);
     if (a.k_norm && !a.k_norm->empty()) vec.k_norm = vector(*a.k_norm, "k_norm", a.head_dim);
-    cuda::attention(a, vec, stream_);
+    cuda::attention(a, vec, recording_, stream_);
   }
   void gated_deltanet(const DeltaNetArgs& a) override {
     guard();
@@ -203,6 +201,42 @@ class CudaBackend final : public Backend {
     cuda::DeltaNetVectors vec{vector(*a.conv, "conv1d", channels * a.kernel), vector(*a.a_log, "A_log", a.v_heads),
                               vector(*a.dt_bias, "dt_bias", a.v_heads), vector(*a.norm, "norm", a.dv)};
     cuda::gated_deltanet(a, vec, stream_);
+  }
+
+  // Recording: stream capture into a CUDA graph, replayed with one launch. While recording, launch sizes
+  // that depend on the position (the attention's split decode) are sized for the whole context instead.
+  class GraphRecording final : public Recording {
+   public:
+    GraphRecording(cudaGraphExec_t exec, cudaStream_t stream, int device) : exec_(exec), stream_(stream), device_(device) {}
+    ~GraphRecording() override { cudaGraphExecDestroy(exec_); }
+    void replay() override {
+      UNEVEN_CUDA_CHECK(cudaSetDevice(device_));
+      UNEVEN_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    }
+
+   private:
+    cudaGraphExec_t exec_;
+    cudaStream_t stream_;
+    int device_;
+  };
+  bool can_record() const override { return true; }
+  void begin_recording() override {
+    guard();
+    if (recording_) fail("{}: a recording is already under way", name_);
+    UNEVEN_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    recording_ = true;
+  }
+  std::unique_ptr<Recording> end_recording() override {
+    guard();
+    if (!recording_) fail("{}: end_recording without begin_recording", name_);
+    recording_ = false;
+    cudaGraph_t graph = nullptr;
+    UNEVEN_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(e, "cudaGraphInstantiate", __FILE__, __LINE__);
+    return std::make_unique<GraphRecording>(exec, stream_, device_);
   }
 
  private:
@@ -358,6 +392,7 @@ class CudaBackend final : public Backend {
   uint64_t cap_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  bool recording_ = false;  // between begin_recording and end_recording
   cudaEvent_t staged_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   uint64_t allocated_ = 0;
@@ -372,6 +407,52 @@ class CudaBackend final : public Backend {
   size_t pinned_bytes_ = 0;
   uint8_t* staged_dev_ = nullptr;
   size_t staged_bytes_ = 0;
+
+  // ---- batched products on tensor cores (gemm.cu) ----
+  // y = x W^T on tensor cores when w's type has that path and one row of it fits the dequantization
+  // scratch; false otherwise (the caller runs the fp32 path). Batched products are never recorded (the
+  // activation scratch may grow).
+  bool tensor_matmul(const cuda::DeviceWeight& dw, const float* x, int64_t batch, float* y) {
+    const cuda::PromptPlan plan = cuda::prompt_plan(dw, prompt_precision_);
+    if (!plan.tensor_cores) return false;
+    const uint64_t w_row = plan.w_row_bytes(dw.cols), w_bytes = dequant_ ? dequant_floats_ * sizeof(float) : 0;
+    if (w_row > w_bytes) return false;
+    const uint64_t base = plan.x_bytes(dw.cols, 0), least = plan.x_bytes(dw.cols, 1), per_token = least - base;
+    const int64_t fit = std::max<int64_t>(1, int64_t((kPromptScratchBytes - base) / per_token));  // tokens per group
+    grow_prompt_scratch(plan.x_bytes(dw.cols, std::min(batch, fit)), least);
+    cuda::prompt_matmul(blas_, dw, x, batch, y, plan,
+                        {prompt_scratch_, prompt_scratch_bytes_, w_row ? dequant_ : nullptr, w_row ? w_bytes : 0}, stream_);
+    return true;
+  }
+  // Makes the activation scratch at least `least` bytes, and `want` where the cap and the device allow
+  // (a refused size is not asked for again); grows only, between calls (never while capturing).
+  void grow_prompt_scratch(uint64_t want, uint64_t least) {
+    want = std::max(least, std::min(want, prompt_scratch_limit_));
+    if (prompt_scratch_bytes_ >= want) return;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    UNEVEN_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+      fail("{}: a batched matmul would grow its scratch to {} bytes during a recording", name_, want);
+    if (prompt_scratch_) device_free(prompt_scratch_);
+    prompt_scratch_ = nullptr;
+    prompt_scratch_bytes_ = 0;
+    for (uint64_t bytes = want;; bytes = std::max(least, bytes / 2)) {
+      try {
+        prompt_scratch_ = device_alloc(bytes, "the prompt GEMM scratch");
+        prompt_scratch_bytes_ = bytes;
+        return;
+      } catch (const Error&) {
+        if (bytes <= least) throw;
+        prompt_scratch_limit_ = std::max(least, bytes / 2);
+      }
+    }
+  }
+
+  static constexpr uint64_t kPromptScratchBytes = uint64_t(64) << 20;  // 16-bit activation parts of a batch
+  cuda::PromptPrecision prompt_precision_ = cuda::prompt_precision_from_env();  // read once, at construction
+  void* prompt_scratch_ = nullptr;
+  uint64_t prompt_scratch_bytes_ = 0;
+  uint64_t prompt_scratch_limit_ = UINT64_MAX;
 };
 
 }  // namespace

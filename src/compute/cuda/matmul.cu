@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const uint8_t* __
 
 template <class D, bool kVecOut>
 __global__ void dequant_kernel(const uint8_t* __restrict__ w, uint64_t row_bytes, int64_t table_rows, int64_t units,
-                               QParams p, int64_t first_row, const int32_t* __restrict__ rows, int64_t count,
+                               QParams p, int64_t first_row, const float* __restrict__ rows, int64_t count,
                                float* __restrict__ out) {
   constexpr int E = D::kElems;
   const int64_t cols = units * E;
@@ -158,7 +158,7 @@ void gemv(const DeviceWeight& w, const float* x, float* y, cudaStream_t stream) 
   });
 }
 
-void dequantize_rows(const DeviceWeight& w, int64_t first_row, const int32_t* rows, int64_t count, float* out,
+void dequantize_rows(const DeviceWeight& w, int64_t first_row, const float* rows, int64_t count, float* out,
                      cudaStream_t stream) {
   if (count == 0 || w.cols == 0) return;
   with_decoder(w, [&](auto tag) {
