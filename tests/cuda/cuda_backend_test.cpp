@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -415,6 +416,67 @@ TEST(CudaBackend, MemoryCapAndResidency) {
   const std::vector<float> stray(64, 1.0f);
   EXPECT_THROW(gpu->rmsnorm(x.data(), stray, 1e-6f, 64, 1, x.data()), Error);
   EXPECT_THROW(make_cuda_backend({}, cuda_device_count()), Error);
+}
+
+// UNEVEN_CUDA_PROMPT_PRECISION: fast (activations rounded to 16 bits once) stays within 1e-2 of sum |w x|
+// of the double-precision reference on batched products; precise (the default) within kMatmulTol and at
+// least 10x closer (rms over all outputs). Two tokens are scaled by 1e5 and 1e-6 (F16's range: per-token
+// scales); an unknown value fails at backend creation.
+TEST(CudaBackend, MatmulPromptPrecision) {
+  SKIP_WITHOUT_GPU();
+  const char* env = "UNEVEN_CUDA_PROMPT_PRECISION";
+  const char* was = std::getenv(env);
+  const std::string saved = was ? was : "";
+  auto backend_with = [&](const char* value, const ResidentWeights& res) {
+    setenv(env, value, 1);
+    std::unique_ptr<Backend> b;
+    try {
+      b = make_cuda_backend(res, 0);
+    } catch (...) {
+      was ? setenv(env, saved.c_str(), 1) : unsetenv(env);
+      throw;
+    }
+    was ? setenv(env, saved.c_str(), 1) : unsetenv(env);
+    return b;
+  };
+  EXPECT_THROW(backend_with("fastest", {}), Error);
+
+  std::mt19937 rng(19);
+  for (const WeightType& t : {WeightType(DType::BF16), WeightType(DType::F16), WeightType(DType::Q8_0),
+                              WeightType(DType::Q4_K), WeightType(DType::Q6_K), WeightType(DType::MLX4, 64, DType::BF16)}) {
+    SCOPED_TRACE(t.name());
+    const int64_t rows = 256, cols = 1024, batch = 37;
+    HostWeight w = make_weight(rng, t, rows, cols);
+    ResidentWeights res;
+    res.matrices.push_back(w.view);
+    std::vector<float> x = random_vector(rng, batch * cols, -2.0f, 2.0f);
+    for (int64_t k = 0; k < cols; ++k) x[size_t(5 * cols + k)] *= 1e5f, x[size_t(11 * cols + k)] *= 1e-6f;
+    double worst[2] = {0, 0}, squares[2] = {0, 0};  // fast, precise: |y - ref| / sum |w x|
+    for (int mode = 0; mode < 2; ++mode) {
+      auto gpu = backend_with(mode == 0 ? "fast" : "precise", res);
+      Buffer xb(*gpu, batch * cols), yb(*gpu, batch * rows);
+      gpu->upload(xb.data(), x.data(), batch * cols);
+      gpu->matmul(w.view, xb.data(), batch, yb.data());
+      const std::vector<float> y = fetch(*gpu, yb.data(), batch * rows);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t r = 0; r < rows; ++r) {
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < cols; ++k) {
+            const double p = double(w.values[size_t(r * cols + k)]) * double(x[size_t(b * cols + k)]);
+            ref += p;
+            mag += std::fabs(p);
+          }
+          double e = std::fabs(double(y[size_t(b * rows + r)]) - ref) / std::max(mag, 1e-300);
+          if (std::isnan(e)) e = INFINITY;
+          worst[mode] = std::max(worst[mode], e);
+          squares[mode] += e * e;
+        }
+    }
+    EXPECT_LE(worst[0], 1e-2) << "fast";
+    EXPECT_LE(worst[1], kMatmulTol) << "precise";
+    EXPECT_LE(10 * std::sqrt(squares[1]), std::sqrt(squares[0])) << "precise is not 10x closer than fast: worst "
+                                                                  << worst[1] << " vs " << worst[0];
+  }
 }
 
 }  // namespace
