@@ -54,3 +54,11 @@ foreach(test_src ${UNEVEN_CUDA_TEST_SOURCES})
   target_compile_definitions(${test_name} PRIVATE UNEVEN_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   gtest_discover_tests(${test_name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600 LABELS gpu)
 endforeach()
+
+# GPU benches: every bench/cuda/*.cpp is a program.
+file(GLOB UNEVEN_CUDA_BENCH_SOURCES CONFIGURE_DEPENDS bench/cuda/*.cpp)
+foreach(bench_src ${UNEVEN_CUDA_BENCH_SOURCES})
+  get_filename_component(bench_name ${bench_src} NAME_WE)
+  add_executable(${bench_name} ${bench_src})
+  target_link_libraries(${bench_name} PRIVATE uneven_core)
+endforeach()

@@ -79,14 +79,16 @@ int run_bench(const BenchOptions& opt) {
   Collective& comm = *run.comm;
   ThreadPool pool(opt.model.threads);
   const int64_t context = std::min(std::max(opt.model.context_for(c), opt.prompt_tokens + opt.decode_tokens + 1), c.max_position);
-  Compute compute = make_compute(opt.model.device, run, pool, gpu_memory_cap(opt.dist, comm));
+  Compute compute = make_compute(opt.model, run, pool, gpu_memory_cap(opt.dist, comm));
   Session session(*run.model, *compute.session_comm, *compute.backend, context);
 
   // Deterministic token ids; speed does not depend on them.
   std::vector<TokenId> prompt(size_t(opt.prompt_tokens));
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = TokenId((i * 7919 + 13) % uint64_t(c.vocab_size));
   std::vector<float> logits;
-  session.forward(prompt.data(), 1, logits);  // warm-up: pages in the weights
+  // Warm-up of both paths (pages in the weights; a GPU loads its kernels and records the decode step).
+  session.forward(prompt.data(), std::min<int64_t>(opt.prompt_tokens, Session::kMaxChunk), logits);
+  session.forward(prompt.data(), 1, logits);
   session.reset();
   comm.barrier();
   const WeightReads before_prompt = session.times().reads;

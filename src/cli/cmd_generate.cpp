@@ -27,7 +27,7 @@ int run_generate(const GenerateOptions& opt) {
   if (run.leader() && !run.files.tokenizer)
     fail("{}: generate needs a tokenizer (tokenizer.json or a GGUF vocabulary)", run.files.path);
   ThreadPool pool(opt.model.threads);
-  Compute compute = make_compute(opt.model.device, run, pool, gpu_memory_cap(opt.dist, *run.comm));
+  Compute compute = make_compute(opt.model, run, pool, gpu_memory_cap(opt.dist, *run.comm));
   Session session(*run.model, *compute.session_comm, *compute.backend, opt.model.context_for(run.files.config));
   auto on_text = [&](std::string_view piece) {
     if (opt.json) return;

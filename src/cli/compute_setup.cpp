@@ -82,8 +82,9 @@ uint64_t gpu_free_memory(int index) {
 #endif
 }
 
-Compute make_compute(const std::string& device_spec, Run& run, ThreadPool& pool, uint64_t memory_cap) {
+Compute make_compute(const ModelOptions& options, Run& run, ThreadPool& pool, uint64_t memory_cap) {
   Compute c;
+  const std::string& device_spec = options.device;
   const DeviceChoice d = choose_device(device_spec, run.comm->rank(), run.comm->size());
   c.session_comm = run.comm.get();
   if (!d.cuda) {
@@ -91,7 +92,9 @@ Compute make_compute(const std::string& device_spec, Run& run, ThreadPool& pool,
     return c;
   }
 #ifdef UNEVEN_HAS_CUDA
-  c.backend = make_cuda_backend(run.model->resident_weights(), d.index, memory_cap);
+  const std::optional<PromptPrecision> precision = prompt_precision_from_name(options.gpu_prompt_precision);
+  if (!precision) fail("--gpu-prompt-precision '{}' is not fp32, split-bf16 or bf16", options.gpu_prompt_precision);
+  c.backend = make_cuda_backend(run.model->resident_weights(), d.index, memory_cap, *precision);
   if (run.comm->size() > 1 && all_ranks_on_gpu(device_spec, run.comm->size())) {
     c.device_comm = make_nccl_collective(*run.comm, d.index);
     c.session_comm = c.device_comm.get();

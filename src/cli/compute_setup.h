@@ -30,8 +30,8 @@ struct Compute {
   Collective* session_comm = nullptr;       // what the session sums through
 };
 
-// The backend of this rank for the loaded model (its weights copied to the GPU for cuda; `memory_cap`
-// bytes, 0 = none, caps the GPU memory it may take) and the session's collective.
-Compute make_compute(const std::string& device_spec, Run& run, ThreadPool& pool, uint64_t memory_cap);
+// The backend of this rank for the loaded model (options.device; its weights copied to the GPU for cuda;
+// `memory_cap` bytes, 0 = none, caps the GPU memory it may take) and the session's collective.
+Compute make_compute(const ModelOptions& options, Run& run, ThreadPool& pool, uint64_t memory_cap);
 
 }  // namespace uneven::cli

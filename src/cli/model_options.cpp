@@ -22,6 +22,9 @@ void ModelOptions::add_to(CLI::App& cmd, bool with_compute) {
   if (with_compute) {
     cmd.add_option("--threads,-t", threads, "worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
     cmd.add_option("--device", device, "cpu, cuda (a GPU per local rank) or cuda:N; or one per rank, e.g. cuda,cpu");
+    cmd.add_option("--gpu-prompt-precision", gpu_prompt_precision,
+                   "GPU prompt products: fp32 (default, exact), split-bf16 (tensor cores, ~2^-16), bf16 (fastest)")
+        ->check(CLI::IsMember({"fp32", "split-bf16", "bf16"}));
     cmd.add_option("--context,-c", context, "context length in tokens (default: min(model limit, 4096))")
         ->check(CLI::NonNegativeNumber);
   }

@@ -16,6 +16,7 @@ struct ModelOptions {
   uint64_t weight_seed = 0;
   int threads = 0;
   std::string device = "cpu";  // cpu | cuda | cuda:N, or one per rank (cuda,cpu)
+  std::string gpu_prompt_precision = "fp32";  // fp32 | split-bf16 | bf16 (CUDA batched products)
   int64_t context = 0;  // 0: min(model max_position, 4096)
   int64_t layers = 0;   // random weights only: the first N layers of the config (0 = all)
 

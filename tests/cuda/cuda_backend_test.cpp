@@ -327,7 +327,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, CudaAttention,
                                          AttnCase{"qk_norm", false, true, false, 128, 64},
                                          AttnCase{"interleaved", false, false, true, 64, 32},
                                          AttnCase{"partial_rope_all", true, true, false, 256, 32},
-                                         AttnCase{"head_dim_80", true, true, true, 80, 40}),
+                                         AttnCase{"head_dim_80", true, true, true, 80, 40},
+                                         AttnCase{"head_dim_16_quarter_rope", true, true, false, 16, 2}),
                          [](const testing::TestParamInfo<AttnCase>& i) { return std::string(i.param.name); });
 
 struct DeltaCase {
@@ -351,7 +352,7 @@ TEST_P(CudaDeltaNet, MatchesCpu) {
   auto cpu = make_cpu_backend(pool());
   Twin conv_state = twin(*cpu, *gpu, random_vector(rng, channels * (kernel - 1)));
   Twin rec = twin(*cpu, *gpu, random_vector(rng, nv * dk * dv, -0.1f, 0.1f));
-  for (int64_t count : {9, 1, 1}) {
+  for (int64_t count : {9, 1, 1, 40, 70, 1}) {  // 70: two chunks of the parallel form
     SCOPED_TRACE(testing::Message() << c.name << ": count " << count);
     Twin mixed = twin(*cpu, *gpu, random_vector(rng, count * in_rows, -2.0f, 2.0f));
     Twin conv_out = twin(*cpu, *gpu, std::vector<float>(size_t(count * channels), 0.0f));
@@ -386,7 +387,8 @@ TEST_P(CudaDeltaNet, MatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaDeltaNet,
                          testing::Values(DeltaCase{"dk64_dv64", 64, 64}, DeltaCase{"dk128_dv128", 128, 128},
-                                         DeltaCase{"dk96_dv32", 96, 32}),
+                                         DeltaCase{"dk96_dv32", 96, 32}, DeltaCase{"dk16_dv16", 16, 16},
+                                         DeltaCase{"dk16_dv8", 16, 8}),
                          [](const testing::TestParamInfo<DeltaCase>& i) { return std::string(i.param.name); });
 
 TEST(CudaBackend, MemoryCapAndResidency) {
@@ -418,29 +420,16 @@ TEST(CudaBackend, MemoryCapAndResidency) {
   EXPECT_THROW(make_cuda_backend({}, cuda_device_count()), Error);
 }
 
-// UNEVEN_CUDA_PROMPT_PRECISION: fast (activations rounded to 16 bits once) stays within 1e-2 of sum |w x|
-// of the double-precision reference on batched products; precise (the default) within kMatmulTol and at
-// least 10x closer (rms over all outputs). Two tokens are scaled by 1e5 and 1e-6 (F16's range: per-token
-// scales); an unknown value fails at backend creation.
+// Prompt precisions: bf16 (activations rounded to 16 bits once) stays within 1e-2 of sum |w x| of the
+// double-precision reference on batched products; split-bf16 within kMatmulTol and at least 10x closer
+// (rms over all outputs); fp32 within kMatmulTol. Two tokens are scaled by 1e5 and 1e-6 (F16's range:
+// per-token scales).
 TEST(CudaBackend, MatmulPromptPrecision) {
   SKIP_WITHOUT_GPU();
-  const char* env = "UNEVEN_CUDA_PROMPT_PRECISION";
-  const char* was = std::getenv(env);
-  const std::string saved = was ? was : "";
+  EXPECT_FALSE(prompt_precision_from_name("fastest"));
   auto backend_with = [&](const char* value, const ResidentWeights& res) {
-    setenv(env, value, 1);
-    std::unique_ptr<Backend> b;
-    try {
-      b = make_cuda_backend(res, 0);
-    } catch (...) {
-      was ? setenv(env, saved.c_str(), 1) : unsetenv(env);
-      throw;
-    }
-    was ? setenv(env, saved.c_str(), 1) : unsetenv(env);
-    return b;
+    return make_cuda_backend(res, 0, 0, *prompt_precision_from_name(value));
   };
-  EXPECT_THROW(backend_with("fastest", {}), Error);
-
   std::mt19937 rng(19);
   for (const WeightType& t : {WeightType(DType::BF16), WeightType(DType::F16), WeightType(DType::Q8_0),
                               WeightType(DType::Q4_K), WeightType(DType::Q6_K), WeightType(DType::MLX4, 64, DType::BF16)}) {
@@ -451,9 +440,9 @@ TEST(CudaBackend, MatmulPromptPrecision) {
     res.matrices.push_back(w.view);
     std::vector<float> x = random_vector(rng, batch * cols, -2.0f, 2.0f);
     for (int64_t k = 0; k < cols; ++k) x[size_t(5 * cols + k)] *= 1e5f, x[size_t(11 * cols + k)] *= 1e-6f;
-    double worst[2] = {0, 0}, squares[2] = {0, 0};  // fast, precise: |y - ref| / sum |w x|
-    for (int mode = 0; mode < 2; ++mode) {
-      auto gpu = backend_with(mode == 0 ? "fast" : "precise", res);
+    double worst[3] = {0, 0, 0}, squares[3] = {0, 0, 0};  // bf16, split-bf16, fp32: |y - ref| / sum |w x|
+    for (int mode = 0; mode < 3; ++mode) {
+      auto gpu = backend_with(mode == 0 ? "bf16" : mode == 1 ? "split-bf16" : "fp32", res);
       Buffer xb(*gpu, batch * cols), yb(*gpu, batch * rows);
       gpu->upload(xb.data(), x.data(), batch * cols);
       gpu->matmul(w.view, xb.data(), batch, yb.data());
@@ -472,9 +461,10 @@ TEST(CudaBackend, MatmulPromptPrecision) {
           squares[mode] += e * e;
         }
     }
-    EXPECT_LE(worst[0], 1e-2) << "fast";
-    EXPECT_LE(worst[1], kMatmulTol) << "precise";
-    EXPECT_LE(10 * std::sqrt(squares[1]), std::sqrt(squares[0])) << "precise is not 10x closer than fast: worst "
+    EXPECT_LE(worst[0], 1e-2) << "bf16";
+    EXPECT_LE(worst[1], kMatmulTol) << "split-bf16";
+    EXPECT_LE(worst[2], kMatmulTol) << "fp32";
+    EXPECT_LE(10 * std::sqrt(squares[1]), std::sqrt(squares[0])) << "split-bf16 is not 10x closer than bf16: worst "
                                                                   << worst[1] << " vs " << worst[0];
   }
 }

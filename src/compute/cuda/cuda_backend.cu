@@ -28,7 +28,8 @@ constexpr uint64_t kDequantScratchBytes = uint64_t(32) << 20;  // F32 rows of a 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const ResidentWeights& weights, int device, uint64_t cap) : device_(device), cap_(cap) {
+  CudaBackend(const ResidentWeights& weights, int device, uint64_t cap, PromptPrecision prompt)
+      : device_(device), cap_(cap), prompt_precision_(prompt) {
     const int n = cuda_device_count();
     if (device < 0 || device >= n) fail("CUDA: device {} does not exist ({} visible)", device, n);
     UNEVEN_CUDA_CHECK(cudaSetDevice(device));
@@ -334,17 +335,6 @@ class CudaBackend final : public Backend {
                                   int(k), &zero, y, int(ldc)));
   }
 
-  // A device scratch of at least `bytes`, grown on demand (counted against the cap).
-  float* scratch(uint64_t bytes) {
-    if (bytes > scratch_bytes_) {
-      if (scratch_) device_free(scratch_);
-      scratch_ = nullptr;
-      scratch_bytes_ = 0;
-      scratch_ = static_cast<float*>(device_alloc(bytes, "the backend scratch"));
-      scratch_bytes_ = bytes;
-    }
-    return scratch_;
-  }
   // Copies one or two host arrays to the device through the pinned staging buffer; returns their device
   // copies. The staging buffer is rewritten only after the previous copy out of it finished (event).
   std::pair<const void*, const void*> stage(const void* a, size_t na, const void* b, size_t nb) {
@@ -401,8 +391,6 @@ class CudaBackend final : public Backend {
   std::unordered_map<const float*, const float*> vectors_;
   float* dequant_ = nullptr;
   uint64_t dequant_floats_ = 0;
-  float* scratch_ = nullptr;
-  uint64_t scratch_bytes_ = 0;
   void* pinned_ = nullptr;
   size_t pinned_bytes_ = 0;
   uint8_t* staged_dev_ = nullptr;
@@ -449,7 +437,7 @@ class CudaBackend final : public Backend {
   }
 
   static constexpr uint64_t kPromptScratchBytes = uint64_t(64) << 20;  // 16-bit activation parts of a batch
-  cuda::PromptPrecision prompt_precision_ = cuda::prompt_precision_from_env();  // read once, at construction
+  PromptPrecision prompt_precision_ = PromptPrecision::kFp32;
   void* prompt_scratch_ = nullptr;
   uint64_t prompt_scratch_bytes_ = 0;
   uint64_t prompt_scratch_limit_ = UINT64_MAX;
@@ -457,8 +445,16 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(const ResidentWeights& weights, int device, uint64_t memory_cap) {
-  return std::make_unique<CudaBackend>(weights, device, memory_cap);
+std::optional<PromptPrecision> prompt_precision_from_name(std::string_view name) {
+  if (name == "fp32") return PromptPrecision::kFp32;
+  if (name == "split-bf16") return PromptPrecision::kSplitBf16;
+  if (name == "bf16") return PromptPrecision::kBf16;
+  return std::nullopt;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const ResidentWeights& weights, int device, uint64_t memory_cap,
+                                           PromptPrecision prompt) {
+  return std::make_unique<CudaBackend>(weights, device, memory_cap, prompt);
 }
 
 }  // namespace uneven

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "compute/backend.h"
+#include "compute/cuda/cuda_backend.h"
 
 namespace uneven::cuda {
 
@@ -50,10 +51,9 @@ struct DeltaNetVectors {
 void gated_deltanet(const DeltaNetArgs& a, const DeltaNetVectors& vec, cudaStream_t s);
 
 // ---- Batched products (prompts) on tensor cores (gemm.cu; its header comment has the accuracy) ----
-// precise: 16-bit hi + lo activation parts (~fp32); fast: hi only. UNEVEN_CUDA_PROMPT_PRECISION=fast|precise.
-enum class PromptPrecision { kPrecise, kFast };
-// The precision UNEVEN_CUDA_PROMPT_PRECISION names (unset or empty: precise); throws Error on other values.
-PromptPrecision prompt_precision_from_env();
+// uneven::PromptPrecision (cuda_backend.h): kFp32 has no tensor-core plan; kSplitBf16 16-bit hi + lo
+// parts; kBf16 hi only.
+using uneven::PromptPrecision;
 // How a weight's batched product runs on tensor cores, and the scratch it needs.
 struct PromptPlan {
   bool tensor_cores = false;  // false: no tensor-core path (F32, or a row not in whole 32-element units)
