@@ -63,7 +63,9 @@ TEST_P(LlamaCppQuantized, TensorsDecodeToTheF32Original) {
     EXPECT_LT(e, error_bound(t.dtype)) << t.file_name << " " << dtype_name(t.dtype);
     if (is_quantized(t.dtype)) ++checked;
   }
-  if (GetParam() != "f32") EXPECT_GE(checked, 7) << "expected every matrix quantized";
+  if (GetParam() != "f32") {
+    EXPECT_GE(checked, 7) << "expected every matrix quantized";
+  }
 }
 
 // The SIMD matrix-vector and batched products equal the product of the scalar-decoded weights with the
@@ -141,9 +143,10 @@ TEST_P(LlamaCppQuantized, GreedyIdsFollowLlamaCpp) {
     session.forward(r.prompt_ids.data(), int64_t(r.prompt_ids.size()), logits);
     for (size_t i = 0; i < r.greedy_ids.size(); ++i, ++steps) {
       const TokenId ours = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
-      if (r.margins[i] >= kClearWin)
+      if (r.margins[i] >= kClearWin) {
         EXPECT_EQ(ours, r.greedy_ids[i]) << name << " prompt \"" << r.prompt << "\" step " << i << " (llama.cpp margin "
                                          << r.margins[i] << ")";
+      }
       if (r.margins[i] >= kNearTie) {
         ++compared;
         agreed += ours == r.greedy_ids[i];

@@ -71,7 +71,9 @@ Agreement compare(const std::string& model_path, const std::vector<LlamaRun>& ru
     session.forward(r.prompt.data(), int64_t(r.prompt.size()), logits);
     for (size_t i = 0; i < r.ids.size(); ++i) {
       const TokenId ours = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
-      if (r.margins[i] >= clear_win) EXPECT_EQ(ours, r.ids[i]) << model_path << " step " << i << " margin " << r.margins[i];
+      if (r.margins[i] >= clear_win) {
+        EXPECT_EQ(ours, r.ids[i]) << model_path << " step " << i << " margin " << r.margins[i];
+      }
       if (r.margins[i] >= near_tie) {
         ++a.compared;
         a.agreed += ours == r.ids[i];

@@ -87,7 +87,7 @@ int run_bench(const BenchOptions& opt) {
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = TokenId((i * 7919 + 13) % uint64_t(c.vocab_size));
   std::vector<float> logits;
   // Warm-up of both paths (pages in the weights; a GPU loads its kernels and records the decode step).
-  session.forward(prompt.data(), std::min<int64_t>(opt.prompt_tokens, Session::kMaxChunk), logits);
+  session.forward(prompt.data(), std::min<int64_t>(opt.prompt_tokens, session.max_chunk()), logits);
   session.forward(prompt.data(), 1, logits);
   session.reset();
   comm.barrier();
@@ -96,7 +96,7 @@ int run_bench(const BenchOptions& opt) {
   session.forward(prompt.data(), int64_t(prompt.size()), logits);
   const double prompt_s = now_s() - t0;
   const ForwardTimes before = session.times();
-  const int64_t chunks = (opt.prompt_tokens + Session::kMaxChunk - 1) / Session::kMaxChunk;
+  const int64_t chunks = (opt.prompt_tokens + session.max_chunk() - 1) / session.max_chunk();
   const WeightReads per_chunk = reads_between(before.reads, before_prompt, 1.0 / double(chunks));
   t0 = now_s();
   for (int64_t i = 0; i < opt.decode_tokens; ++i) {
@@ -190,7 +190,7 @@ int run_bench(const BenchOptions& opt) {
               comm.size(), pool.size(), compute.backend->name().c_str(), load_s);
   std::printf("prompt       %lld tokens  %.1f tok/s\n", (long long)opt.prompt_tokens, double(opt.prompt_tokens) / prompt_s);
   std::printf("             %lld chunk(s) of up to %lld tokens; weights read per chunk %.1f MB", (long long)chunks,
-              (long long)Session::kMaxChunk, per_chunk.total() / 1e6);
+              (long long)session.max_chunk(), per_chunk.total() / 1e6);
   if (experts_held > 0)
     std::printf(", routed experts %.1f MB of %.1f MB held (each expert at most once per chunk)", per_chunk.experts / 1e6,
                 experts_held / 1e6);

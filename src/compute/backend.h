@@ -92,6 +92,9 @@ class Backend {
   // The memory bandwidth weights are read at, bytes/s, measured now (CPU: streaming read with every pool
   // thread; GPU: device-to-device copy, bytes read plus written); 0 when the backend cannot measure it.
   virtual double measure_read_bandwidth() { return 0; }
+  // Prompt tokens that go through the layers together (longer prompts run in chunks of this many): the
+  // CPU's cache-sized blocks, a GPU's large batches that keep its tensor cores busy.
+  virtual int64_t prompt_chunk() const { return 128; }
 
   // y[b] = W x[b] for b < batch (kernels::matmul's contract). W is a weight of the model the backend
   // serves (its host view; a device backend finds its resident copy).

@@ -34,7 +34,8 @@ Session::Session(const Model& model, Collective& comm, std::unique_ptr<Backend> 
                  int64_t context)
     : owned_backend_(std::move(owned)), model_(model), config_(model.config()), comm_(comm),
       backend_(backend ? *backend : *owned_backend_),
-      stage_collectives_(backend_.device_memory() && !comm.takes_device_buffers()), rope_(model.config()),
+      stage_collectives_(backend_.device_memory() && !comm.takes_device_buffers()),
+      chunk_(std::max<int64_t>(1, backend_.prompt_chunk())), rope_(model.config()),
       context_(context), sums_partial_results_(comm.size() > 1 && model.slices().stage_layers.empty()) {
   if (context <= 0 || context > config_.max_position)
     fail("context length {} must be between 1 and the model's max_position_embeddings {}", context, config_.max_position);
@@ -67,33 +68,33 @@ Session::Session(const Model& model, Collective& comm, std::unique_ptr<Backend> 
     max_channels = std::max(max_channels, channels);
     max_v = std::max(max_v, nv);
   }
-  x_ = buffer(kMaxChunk * h);
-  normed_ = buffer(kMaxChunk * h);
-  proj_ = buffer(kMaxChunk * h);
-  q_ = buffer(kMaxChunk * max_q_ * hd);
-  if (c.attn_output_gate) q_gate_ = buffer(kMaxChunk * max_q_ * c.q_rows_per_head());
-  attn_ = buffer(kMaxChunk * max_q_ * hd);
-  k_ = buffer(kMaxChunk * max_kv * hd);
-  v_ = buffer(kMaxChunk * max_kv * hd);
-  gate_up_ = buffer(kMaxChunk * 2 * max_cols);
-  act_ = buffer(kMaxChunk * max_cols);
+  x_ = buffer(chunk_ * h);
+  normed_ = buffer(chunk_ * h);
+  proj_ = buffer(chunk_ * h);
+  q_ = buffer(chunk_ * max_q_ * hd);
+  if (c.attn_output_gate) q_gate_ = buffer(chunk_ * max_q_ * c.q_rows_per_head());
+  attn_ = buffer(chunk_ * max_q_ * hd);
+  k_ = buffer(chunk_ * max_kv * hd);
+  v_ = buffer(chunk_ * max_kv * hd);
+  gate_up_ = buffer(chunk_ * 2 * max_cols);
+  act_ = buffer(chunk_ * max_cols);
   scores_ = buffer(max_q_ * context);
-  mixed_ = buffer(kMaxChunk * max_in);
-  conv_out_ = buffer(kMaxChunk * max_channels);
-  core_ = buffer(kMaxChunk * max_v * c.linear_value_head_dim);
-  beta_ = buffer(kMaxChunk * max_v);
-  decay_ = buffer(kMaxChunk * max_v);
+  mixed_ = buffer(chunk_ * max_in);
+  conv_out_ = buffer(chunk_ * max_channels);
+  core_ = buffer(chunk_ * max_v * c.linear_value_head_dim);
+  beta_ = buffer(chunk_ * max_v);
+  decay_ = buffer(chunk_ * max_v);
   if (c.vocab_size >= (int64_t(1) << 24) || context >= (int64_t(1) << 24))
     fail("a vocabulary of {} tokens and a context of {} must both stay below 2^24 (ids travel as floats)",
          c.vocab_size, context);
-  inputs_ = buffer(1 + kMaxChunk + 2 * kMaxChunk * rope_.half());
+  inputs_ = buffer(1 + chunk_ + 2 * chunk_ * rope_.half());
   if (s.has_output) logits_ = buffer(model.output_head().rows);
   records_decode_ = backend_.can_record() && comm.size() == 1 && c.num_experts == 0;
   if (c.num_experts > 0) {
-    router_logits_ = buffer(kMaxChunk * c.num_experts);
-    expert_in_ = buffer(kMaxChunk * h);
-    expert_out_ = buffer(kMaxChunk * h);
-    shared_scalar_ = buffer(kMaxChunk);
+    router_logits_ = buffer(chunk_ * c.num_experts);
+    expert_in_ = buffer(chunk_ * h);
+    expert_out_ = buffer(chunk_ * h);
+    shared_scalar_ = buffer(chunk_);
     routed_.resize(size_t(c.num_experts));
     expert_order_.resize(size_t(c.num_experts));
   }
@@ -187,8 +188,8 @@ void Session::forward(const TokenId* tokens, int64_t count, std::vector<float>& 
       fail("token id {} at index {} is outside the vocabulary of {} tokens", tokens[i], i, config_.vocab_size);
   const int64_t vocab = config_.vocab_size;
   logits.assign(size_t(all_logits ? count * vocab : vocab), 0.0f);
-  for (int64_t done = 0; done < count; done += kMaxChunk) {
-    int64_t n = std::min(kMaxChunk, count - done);
+  for (int64_t done = 0; done < count; done += chunk_) {
+    int64_t n = std::min(chunk_, count - done);
     bool last = done + n == count;
     if (all_logits || last) forward_chunk(tokens + done, n, logits, all_logits, all_logits ? done : 0);
     else forward_chunk(tokens + done, n, logits, false, -1);

@@ -47,8 +47,9 @@ class Session {
   // tokens runs linear attention in its chunked form, a single token in its recurrent form.
   void forward(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits = false);
 
-  // Prompt tokens that go through the layers together (longer prompts run in chunks of this many).
-  static constexpr int64_t kMaxChunk = 128;
+  // Prompt tokens that go through the layers together (longer prompts run in chunks of this many): the
+  // backend's prompt_chunk().
+  int64_t max_chunk() const { return chunk_; }
   const Model& model() const { return model_; }
   int64_t position() const { return position_; }
   int64_t context() const { return context_; }
@@ -92,6 +93,7 @@ class Session {
   Collective& comm_;
   Backend& backend_;
   bool stage_collectives_;  // device buffers, host-memory collective
+  int64_t chunk_;            // tokens per forward chunk
   Rope rope_;
   int64_t context_;
   // Tensor parallelism over several ranks: partial sums meet in the two per-layer all-reduces. A single
@@ -104,14 +106,14 @@ class Session {
   // Per linear-attention layer: the last kernel-1 conv inputs of each of the rank's q|k|v channels
   // ([channel][kernel-1], oldest first) and the recurrent state of each value head ([head][dk][dv]).
   std::vector<Buffer> conv_state_, recurrent_state_;
-  // Per chunk, one upload: [position | token ids (kMaxChunk) | cos | sin (kMaxChunk x rope half each)], all
+  // Per chunk, one upload: [position | token ids (chunk_) | cos | sin (chunk_ x rope half each)], all
   // as floats; the operations read them from here, so a recorded decode step replays at any position.
   Buffer inputs_;
   const float* position_value() const { return inputs_.data(); }
   const float* token_values() const { return inputs_.data() + 1; }
-  const float* cos_values() const { return inputs_.data() + 1 + kMaxChunk; }
-  const float* sin_values() const { return cos_values() + kMaxChunk * rope_.half(); }
-  // Scratch for a chunk of up to kMaxChunk tokens.
+  const float* cos_values() const { return inputs_.data() + 1 + chunk_; }
+  const float* sin_values() const { return cos_values() + chunk_ * rope_.half(); }
+  // Scratch for a chunk of up to chunk_ tokens.
   Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, act_, scores_, q_gate_;
   Buffer mixed_, conv_out_, core_, beta_, decay_;
   Buffer router_logits_, expert_in_, expert_out_, shared_scalar_;

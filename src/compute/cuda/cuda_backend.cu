@@ -53,6 +53,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return name_; }
   bool device_memory() const override { return true; }
+  int64_t prompt_chunk() const override { return 1024; }
 
   float* allocate(int64_t n) override {
     if (n <= 0) return nullptr;
