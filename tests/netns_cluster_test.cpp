@@ -1,0 +1,310 @@
+// Ranks in separate network namespaces (scripts/netns_cluster.sh): every byte between ranks crosses a veth
+// link shaped like 10 GbE, MPI over TCP only, one rank per namespace through mpirun and an rsh agent.
+// Checks that the ranks really run in their namespaces and that tensor and pipeline runs generate the
+// 1-rank ids; prints (does not assert) a raw TCP round trip of 8 KB between two namespaces, the shaped
+// bulk rate, and MPI's all-reduce latency (`uneven bench`'s all_reduce_hidden_us) across the same link.
+// Skips unless root with working `ip netns`. Every cluster is torn down by a guard, whatever fails.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli_run.h"
+#include "test_files.h"
+
+namespace uneven::testing {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kScript = std::string(UNEVEN_SOURCE_DIR) + "/scripts/netns_cluster.sh";
+const std::string kModel = std::string(UNEVEN_SOURCE_DIR) + "/../shared/models/stories260K/stories260K.gguf";
+const std::string kGenerate = " generate --model " + kModel +
+                              " --prompt 'Once upon a time' -n 24 --ignore-eos --json --threads 1";
+
+// Why this machine cannot run the test ("" if it can).
+std::string cannot_run() {
+  if (::geteuid() != 0) return "needs root (ip netns)";
+  const std::string probe = "unevenprobe" + std::to_string(::getpid());
+  CliOutput add = run_shell("timeout 20 ip netns add " + probe);
+  run_shell("ip netns del " + probe);
+  if (add.exit_code != 0) return "ip netns add fails: " + add.text;
+  if (run_shell("command -v mpirun").exit_code != 0) return "no mpirun";
+  if (!fs::exists(kModel)) return "no model " + kModel;
+  return "";
+}
+
+// A cluster of `n` namespaces, brought down on destruction (even when an assertion returned early).
+class NetnsCluster {
+ public:
+  NetnsCluster(int n, const std::string& profile) : n_(n) {
+    static int count = 0;
+    ++count;
+    prefix_ = "ut" + std::to_string(::getpid()) + "x" + std::to_string(count) + "-";
+    const int subnet = 100 + int((::getpid() + 37 * count) % 150);
+    up_ = run_shell("timeout -k 5 60 " + kScript + " up " + std::to_string(n) + " " + profile + " " + prefix_ + " " +
+                    std::to_string(subnet));
+    std::printf("netns_cluster up %d %s: exit %d\n%s", n, profile.c_str(), up_.exit_code, up_.text.c_str());
+    if (up_.exit_code == 0) {
+      // Which delay the link got (netem, the delay line, or rate only).
+      CliOutput show = run_shell("timeout 20 " + kScript + " show " + prefix_);
+      std::printf("%s", show.text.c_str());
+    }
+  }
+  ~NetnsCluster() {
+    CliOutput down = run_shell("timeout -k 5 60 " + kScript + " down " + prefix_);
+    if (down.exit_code != 0) std::printf("netns_cluster down %s failed:\n%s", prefix_.c_str(), down.text.c_str());
+    // Nothing of ours is left.
+    CliOutput left = run_shell("ip netns list | grep -c '^" + prefix_ + "' || true");
+    EXPECT_EQ(left.text.substr(0, 1), "0") << "namespaces left behind: " << left.text;
+  }
+  NetnsCluster(const NetnsCluster&) = delete;
+  NetnsCluster& operator=(const NetnsCluster&) = delete;
+
+  bool ok() const { return up_.exit_code == 0; }
+  const std::string& up_output() const { return up_.text; }
+  const std::string& prefix() const { return prefix_; }
+  std::string ns(int k) const { return prefix_ + std::to_string(k); }
+  std::string addr(int k) const {
+    std::string a = run_shell(kScript + " addr " + prefix_ + " " + std::to_string(k)).text;
+    while (!a.empty() && (a.back() == '\n' || a.back() == ' ')) a.pop_back();
+    return a;
+  }
+  // mpirun (one rank per namespace) with these arguments, bounded by `timeout`.
+  CliOutput mpirun(const std::string& args, int timeout_s = 120) const {
+    return run_shell("timeout -k 10 " + std::to_string(timeout_s) + " " + kScript + " run " + prefix_ + " -- " + args);
+  }
+
+ private:
+  int n_;
+  std::string prefix_;
+  CliOutput up_;
+};
+
+// ---- raw TCP between two namespaces (threads that entered them) ----
+
+bool enter_netns(const std::string& ns) {
+  const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = ::setns(fd, CLONE_NEWNET) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Waits (bounded) until `fd` is readable or writable.
+bool wait_fd(int fd, short events, int timeout_ms = 5000) {
+  pollfd p{fd, events, 0};
+  return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & events);
+}
+
+bool send_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    if (!wait_fd(fd, POLLOUT)) return false;
+    const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (k <= 0) return false;
+    p += k, n -= size_t(k);
+  }
+  return true;
+}
+bool recv_all(int fd, char* p, size_t n) {
+  while (n > 0) {
+    if (!wait_fd(fd, POLLIN)) return false;
+    const ssize_t k = ::recv(fd, p, n, 0);
+    if (k <= 0) return false;
+    p += k, n -= size_t(k);
+  }
+  return true;
+}
+
+struct TcpFigures {
+  bool ok = false;
+  std::string error;
+  std::vector<double> rtt_us;  // sorted
+  double bulk_gbit_s = 0;
+};
+
+// Echo server in `server_ns` on addr:port; the client in `client_ns` does `reps` round trips of `bytes` each
+// way, then sends `bulk_bytes` one way (the server acknowledges with one byte) to see the shaped rate.
+TcpFigures measure_tcp(const std::string& server_ns, const std::string& client_ns, const std::string& addr,
+                       size_t bytes, int reps, size_t bulk_bytes) {
+  TcpFigures fig;
+  const uint16_t port = uint16_t(20000 + ::getpid() % 20000);
+  std::atomic<int> ready{0};  // 1 listening, -1 failed
+  std::thread server([&] {
+    if (!enter_netns(server_ns)) return ready.store(-1);
+    const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+    if (::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(l, 1) != 0) {
+      ::close(l);
+      return ready.store(-1);
+    }
+    ready.store(1);
+    if (!wait_fd(l, POLLIN, 10000)) return (void)::close(l);
+    const int c = ::accept(l, nullptr, nullptr);
+    ::close(l);
+    if (c < 0) return;
+    ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::vector<char> buf(std::max<size_t>(bytes, 1 << 16));
+    for (int i = 0; i < reps + 100; ++i)
+      if (!recv_all(c, buf.data(), bytes) || !send_all(c, buf.data(), bytes)) return (void)::close(c);
+    for (size_t left = bulk_bytes; left > 0;) {
+      const size_t k = std::min(left, buf.size());
+      if (!recv_all(c, buf.data(), k)) return (void)::close(c);
+      left -= k;
+    }
+    send_all(c, "k", 1);
+    ::close(c);
+  });
+  std::thread client([&] {
+    using clock = std::chrono::steady_clock;
+    if (!enter_netns(client_ns)) return (void)(fig.error = "cannot enter " + client_ns);
+    for (int i = 0; i < 100 && ready.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (ready.load() != 1) return (void)(fig.error = "server did not start");
+    const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    timeval tv{5, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
+    if (::connect(c, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      ::close(c);
+      return (void)(fig.error = "connect failed");
+    }
+    std::vector<char> buf(std::max<size_t>(bytes, 1 << 16), 'x');
+    for (int i = 0; i < reps + 100; ++i) {
+      const auto t0 = clock::now();
+      if (!send_all(c, buf.data(), bytes) || !recv_all(c, buf.data(), bytes)) {
+        ::close(c);
+        return (void)(fig.error = "round trip failed");
+      }
+      if (i >= 100) fig.rtt_us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+    }
+    const auto t0 = clock::now();
+    for (size_t left = bulk_bytes; left > 0;) {
+      const size_t k = std::min(left, buf.size());
+      if (!send_all(c, buf.data(), k)) return (void)(::close(c), fig.error = "bulk send failed");
+      left -= k;
+    }
+    char ack = 0;
+    if (!recv_all(c, &ack, 1)) return (void)(::close(c), fig.error = "bulk ack missing");
+    fig.bulk_gbit_s = double(bulk_bytes) * 8 / 1e9 / std::chrono::duration<double>(clock::now() - t0).count();
+    ::close(c);
+    fig.ok = true;
+  });
+  client.join();
+  server.join();
+  std::sort(fig.rtt_us.begin(), fig.rtt_us.end());
+  return fig;
+}
+
+double percentile(const std::vector<double>& sorted, double p) {
+  return sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, size_t(p * double(sorted.size())))];
+}
+
+std::vector<int> generated_ids(const CliOutput& out) {
+  if (!out.json.is_object() || !out.json.contains("generated_ids")) return {};
+  return out.json["generated_ids"].get<std::vector<int>>();
+}
+
+// Runs tensor and pipeline generation with `split` on an n-namespace cluster against the 1-rank ids.
+void check_generation_matches_one_rank(int n, const std::string& split) {
+  CliOutput single = run_shell("timeout -k 5 120 " + std::string(UNEVEN_BINARY) + kGenerate);
+  ASSERT_EQ(single.exit_code, 0) << single.text;
+  const std::vector<int> want = generated_ids(single);
+  ASSERT_EQ(want.size(), 24u) << single.text;
+
+  NetnsCluster cluster(n, "10gbe");
+  ASSERT_TRUE(cluster.ok()) << cluster.up_output();
+
+  // The ranks (and mpirun's daemons that started them) run inside the namespaces, one each.
+  CliOutput where = cluster.mpirun("sh -c 'echo \"rank $OMPI_COMM_WORLD_RANK in $(ip netns identify $$)\"'", 60);
+  ASSERT_EQ(where.exit_code, 0) << where.text;
+  for (int k = 0; k < n; ++k)
+    EXPECT_NE(where.text.find("rank " + std::to_string(k) + " in " + cluster.ns(k) + "\n"), std::string::npos)
+        << where.text;
+
+  for (const std::string mode : {"tensor", "pipeline"}) {
+    SCOPED_TRACE(mode + " " + split);
+    const auto t0 = std::chrono::steady_clock::now();
+    CliOutput out = cluster.mpirun(std::string(UNEVEN_BINARY) + kGenerate + " --split " + split + " --mode " + mode);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_EQ(out.exit_code, 0) << out.text;
+    ASSERT_TRUE(out.json.is_object()) << out.text;
+    EXPECT_EQ(out.json["ranks"], n) << out.text;
+    EXPECT_EQ(generated_ids(out), want) << out.text;
+    std::printf("%d namespaces, %s %s: %.2f s in all, decode %.1f tokens/s\n", n, mode.c_str(), split.c_str(), s,
+                out.json.value("decode_tokens_per_second", 0.0));
+  }
+}
+
+TEST(NetnsCluster, TwoNamespacesTensorAndPipelineMatchOneRank) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  check_generation_matches_one_rank(2, "3,1");
+}
+
+TEST(NetnsCluster, ThreeNamespacesUnevenSplitMatchesOneRank) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  check_generation_matches_one_rank(3, "5,2,1");
+}
+
+// Figures only: raw TCP against MPI across the same shaped link.
+TEST(NetnsCluster, RawTcpAgainstMpiAllReduceAcrossNamespaces) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  NetnsCluster cluster(2, "10gbe");
+  ASSERT_TRUE(cluster.ok()) << cluster.up_output();
+
+  const TcpFigures tcp = measure_tcp(cluster.ns(1), cluster.ns(0), cluster.addr(1), 8192, 2000, size_t(256) << 20);
+  ASSERT_TRUE(tcp.ok) << tcp.error;
+  std::printf("raw TCP, 8 KB each way between %s and %s: round trip median %.1f us, p10 %.1f, p90 %.1f, p99 %.1f; "
+              "bulk %.2f Gbit/s (profile 10gbe: 10 Gbit/s)\n",
+              cluster.ns(0).c_str(), cluster.ns(1).c_str(), percentile(tcp.rtt_us, 0.5), percentile(tcp.rtt_us, 0.1),
+              percentile(tcp.rtt_us, 0.9), percentile(tcp.rtt_us, 0.99), tcp.bulk_gbit_s);
+
+  // A one-layer model of hidden size 2048 (random weights): all_reduce_hidden_us is then the all-reduce of
+  // 2,048 floats (8 KB), the same bytes as the raw round trip above.
+  ScratchDir scratch;
+  write_file(scratch.file("config.json"), R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 2048, "intermediate_size": 512, "num_hidden_layers": 1, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 256, "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": true, "bos_token_id": 1,
+    "eos_token_id": 2, "torch_dtype": "float32"})");
+  const std::string bench = std::string(UNEVEN_BINARY) + " bench --model " + scratch.file("config.json") +
+                            " --random-weights --split 1,1 --threads 1 --json --skip-bandwidth --prompt-tokens 4"
+                            " --decode-tokens 8";
+  // The cluster's default (--bind-to none), and mpirun's own default binding, which puts every namespace's
+  // rank on core 0 of the same machine.
+  for (const std::string binding : {"", "--bind-to core "}) {
+    CliOutput out = cluster.mpirun(binding + bench);
+    ASSERT_EQ(out.exit_code, 0) << out.text;
+    ASSERT_TRUE(out.json.is_object()) << out.text;
+    const auto& r = out.json["per_rank"];
+    std::printf("MPI (ob1/tcp) all-reduce of 2,048 floats across the namespaces%s: %.1f us "
+                "(decode %.1f tokens/s, rank 0 comm %.3f ms/token)\n",
+                binding.empty() ? " (--bind-to none)" : " (--bind-to core: both ranks on core 0)",
+                out.json["all_reduce_hidden_us"].get<double>(), out.json["decode_tokens_per_second"].get<double>(),
+                r.is_array() && !r.empty() ? r[0].value("comm_ms_per_token", 0.0) : 0.0);
+  }
+}
+
+}  // namespace
+}  // namespace uneven::testing
