@@ -19,7 +19,7 @@ namespace {
 
 struct PlanOptions {
   std::string model_path, config_path, nodes, bandwidth, dtype, quant, kv_dtype = "f32", reserve, mode = "auto",
-      split, json_path;
+      split, json_path, link;
   int64_t context = 0, batch = 1, kernel_width = 32;
 };
 
@@ -77,6 +77,7 @@ PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
   r.mode = parse_mode(o.mode);
   r.kernel_width = o.kernel_width;
   r.split = parse_positive_numbers(o.split, "--split");
+  if (!o.link.empty()) r.link = parse_link(o.link);
   return r;
 }
 
@@ -100,6 +101,9 @@ Action register_plan(CLI::App& app) {
   cmd->add_option("--reserve", o->reserve, "memory kept free per node for activations and runtime (default: 1G, or an eighth of the smallest node if less)");
   cmd->add_option("--mode", o->mode, "auto, tensor, pipeline, equal or single");
   cmd->add_option("--split", o->split, "explicit target shares, e.g. 5,2,1 (rounded to legal units, checked against memory)");
+  cmd->add_option("--link", o->link,
+                  "the link between the nodes: all-reduce latency at the hidden size and bandwidth, e.g. 150us,10Gbit "
+                  "(default: not modelled)");
   cmd->add_option("--kernel-width", o->kernel_width, "rows per matmul tile; column blocks are lcm(group, this)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--json", o->json_path, "write the plan as JSON to this file ('-' for standard output)");

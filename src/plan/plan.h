@@ -22,8 +22,32 @@ struct NodeSpec {
   double bandwidth = 0.0;   // memory bandwidth in GB/s; 0 = unknown (all unknown: treated as equal)
 };
 
+// The link between the nodes, as measured at start or given by `uneven plan --link`: what one all-reduce of
+// a hidden-size vector costs (the per-layer sync of tensor parallelism; a pipeline's hand-off of one
+// activation costs about the same), and the bandwidth of bulk transfers (the logits of the output head).
+// Both 0: not modelled (one host's shared memory, where communication is negligible).
+struct LinkSpec {
+  double all_reduce_s = 0.0;  // seconds per all-reduce of hidden_size floats
+  double bandwidth = 0.0;     // bytes/s of bulk transfers; 0 = not limiting
+  bool modelled() const { return all_reduce_s > 0 || bandwidth > 0; }
+  bool operator==(const LinkSpec&) const = default;
+};
+// "150us,10Gbit" / "1.5ms,300Mbit" / "20us,2.5GB/s": latency (s, ms, us) and bandwidth (bit/s or B/s with
+// K/M/G prefixes, "bit" or "B"); throws naming the entry on anything else.
+LinkSpec parse_link(const std::string& text);
+
+// Communication per decoded token of a plan over a link: tensor parallelism pays 2 all-reduces per layer
+// (plus one for a vocabulary-split embedding) and the gather of the logits; a pipeline pays one hand-off
+// per stage boundary and the logits' broadcast; a single node nothing.
+struct CommCost {
+  int64_t syncs = 0;       // all-reduces or hand-offs of a hidden-size vector per token
+  double bulk_bytes = 0;   // logits moved per token
+  double seconds = 0;
+};
+
 struct PlanRequest {
   std::vector<NodeSpec> nodes;
+  LinkSpec link;
   CostModel cost;                 // weight format, KV element size, context, batch
   uint64_t reserve = 1ull << 30;  // per node, for activations and the runtime
   PlanMode mode = PlanMode::Auto;
@@ -86,6 +110,8 @@ struct Plan {
   std::vector<int64_t> output_rows;     // vocabulary boundaries over the last stage's ranks
   double time_s = 0.0;               // predicted decode seconds per token (0 when bandwidths unknown)
   bool bandwidth_known = false;
+  LinkSpec link;                     // as planned for
+  CommCost comm;                     // of this plan over `link` (included in time_s)
   std::vector<std::string> reasons;  // first: why this mode; then each rejected mode and left-out node
   std::string hash;                  // content hash of the JSON form without this field
 
@@ -96,6 +122,9 @@ struct Plan {
 // Memory kept free per node for activations and the runtime when none is asked for: 1 GiB, or an eighth of
 // the smallest node when that is less (nodes simulated with small budgets).
 uint64_t default_reserve(const std::vector<NodeSpec>& nodes);
+
+// What `plan` communicates per token over `link` (syncs and bytes whatever the link; seconds over it).
+CommCost comm_cost(const Plan& plan, const ModelConfig& config, const LinkSpec& link);
 
 // Plans `config` on the request's nodes. Throws uneven::Error naming the constraint and the numbers when
 // no plan in the asked mode fits (with the shortfall), or the request is malformed.

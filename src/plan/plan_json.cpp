@@ -130,6 +130,8 @@ json plan_to_json(const Plan& p) {
             {"output_rows", p.output_rows},
             {"time_s", p.time_s},
             {"bandwidth_known", p.bandwidth_known},
+            {"link", {{"all_reduce_s", p.link.all_reduce_s}, {"bandwidth", p.link.bandwidth}}},
+            {"comm", {{"syncs", p.comm.syncs}, {"bulk_bytes", p.comm.bulk_bytes}, {"seconds", p.comm.seconds}}},
             {"reasons", p.reasons}};
   j["hash"] = p.hash.empty() ? plan_content_hash(j) : p.hash;
   return j;
@@ -185,6 +187,13 @@ Plan plan_from_json(const json& j, const std::string& source) {
     p.output_rows = j.at("output_rows").get<std::vector<int64_t>>();
     p.time_s = j.at("time_s").get<double>();
     p.bandwidth_known = j.at("bandwidth_known").get<bool>();
+    if (j.contains("link")) {  // plans written before links were modelled have neither
+      p.link.all_reduce_s = j.at("link").at("all_reduce_s").get<double>();
+      p.link.bandwidth = j.at("link").at("bandwidth").get<double>();
+      p.comm.syncs = j.at("comm").at("syncs").get<int64_t>();
+      p.comm.bulk_bytes = j.at("comm").at("bulk_bytes").get<double>();
+      p.comm.seconds = j.at("comm").at("seconds").get<double>();
+    }
     p.reasons = j.at("reasons").get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     fail("{}: malformed plan: {}", source, e.what());

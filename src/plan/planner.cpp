@@ -54,7 +54,9 @@ double fill_usage(const Ctx& x, Plan& p) {
     slowest = std::max(slowest, t);
     sum += t;
   }
-  const double time = p.stages.size() > 1 ? sum : slowest;
+  p.link = x.req.link;
+  p.comm = comm_cost(p, x.c, x.req.link);
+  const double time = (p.stages.size() > 1 ? sum : slowest) + p.comm.seconds;
   p.time_s = x.bandwidth_known ? time : 0.0;
   return time;
 }
@@ -215,11 +217,24 @@ Plan make_plan(const ModelConfig& c, const PlanRequest& req) {
   } else {
     fail("the model does not fit on these {} nodes in any mode: {}", n, asym.why);
   }
+  // Over a slow link the per-layer syncs of tensor parallelism can cost more than a pipeline's idle stages.
+  if (chosen.plan.mode != PlanMode::Pipeline && pipe.ok && x.req.link.modelled() && pipe.time < chosen.time) {
+    rejected.clear();
+    rejected.push_back(fmt::format("{}: fits, but {} vs {} over this link ({} all-reduces per token, {} of "
+                                   "communication vs the pipeline's {})",
+                                   mode_name(chosen.plan.mode), time_text(x, chosen.time), time_text(x, pipe.time),
+                                   chosen.plan.comm.syncs, fmt::format("{:.3g} ms", ms(chosen.plan.comm.seconds)),
+                                   fmt::format("{:.3g} ms", ms(pipe.plan.comm.seconds))));
+    reason = fmt::format("pipeline: over this link ({:.0f} us per all-reduce) it is faster than tensor parallelism, "
+                         "whose per-layer syncs cost more than the stages' idle time",
+                         x.req.link.all_reduce_s * 1e6);
+    chosen = std::move(pipe);
+  }
   if (chosen.plan.mode != PlanMode::Pipeline)
     rejected.push_back(pipe.ok ? fmt::format("pipeline: fits, but {} vs {} (stages run one after another)", time_text(x, pipe.time),
                                              time_text(x, chosen.time))
                                : "pipeline: " + pipe.why);
-  rejected.push_back(single.ok ? fmt::format("single node: fits on {}, but {} vs {} (communication is not modelled)",
+  rejected.push_back(single.ok ? fmt::format("single node: fits on {}, but {} vs {} (the other nodes' bandwidth unused)",
                                              single.plan.nodes[size_t(std::find_if(single.plan.nodes.begin(), single.plan.nodes.end(),
                                                                                    [](const NodePlan& np) { return np.rank == 0; }) -
                                                                       single.plan.nodes.begin())].spec.name,

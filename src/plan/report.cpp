@@ -84,6 +84,11 @@ std::string plan_report(const Plan& p, const ModelConfig& c) {
                        p.mode == PlanMode::Pipeline ? ", stages one after another" : ", slowest node sets the pace");
   else
     out += "predicted decode: give --bandwidth (GB/s per node) for times; shares are as even as memory allows\n";
+  if (p.link.modelled())
+    out += fmt::format("communication per token: {} all-reduce(s) or hand-off(s) at {:.0f} us, {} of logits at {}/s: "
+                       "{:.3g} ms\n",
+                       p.comm.syncs, p.link.all_reduce_s * 1e6, format_bytes(p.comm.bulk_bytes),
+                       p.link.bandwidth > 0 ? format_bytes(p.link.bandwidth) : "unlimited", p.comm.seconds * 1e3);
   out += fmt::format("mode: {}\n", mode_name(p.mode));
   for (const std::string& r : p.reasons) out += "  " + r + "\n";
   out += fmt::format("plan hash: {}\n", p.hash);

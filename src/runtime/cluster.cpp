@@ -1,6 +1,9 @@
 // Multi-rank start-up: every rank sends its facts, rank 0 checks them and plans, every rank verifies.
 #include "runtime/cluster.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -70,8 +73,45 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
 
 }  // namespace
 
+LinkSpec measure_link(Collective& comm, int64_t hidden) {
+  LinkSpec link;
+  if (comm.size() < 2 || hidden <= 0) return link;
+  auto now = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+  std::vector<float> v(size_t(hidden), 0.0f);
+  for (int i = 0; i < 3; ++i) comm.all_reduce_sum(v.data(), hidden);
+  std::vector<double> times;
+  for (int i = 0; i < 21; ++i) {
+    const double t0 = now();
+    comm.all_reduce_sum(v.data(), hidden);
+    times.push_back(now() - t0);
+  }
+  std::vector<uint8_t> bulk(size_t(1) << 20);
+  comm.broadcast(bulk.data(), int64_t(bulk.size()), 0);
+  std::vector<double> bulk_times;
+  for (int i = 0; i < 3; ++i) {
+    comm.barrier();
+    const double t0 = now();
+    comm.broadcast(bulk.data(), int64_t(bulk.size()), 0);
+    comm.barrier();
+    bulk_times.push_back(now() - t0);
+  }
+  // Medians, then rank 0's figures for everyone (each rank timed its own view of the same exchanges).
+  std::nth_element(times.begin(), times.begin() + 10, times.end());
+  std::nth_element(bulk_times.begin(), bulk_times.begin() + 1, bulk_times.end());
+  double figures[2] = {times[10], double(bulk.size()) / bulk_times[1]};
+  comm.broadcast(figures, sizeof figures, 0);
+  link.all_reduce_s = figures[0];
+  link.bandwidth = figures[1];
+  return link;
+}
+
 RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::string& open_error,
                         const ClusterOptions& options) {
+  // The link first (a few milliseconds): every rank takes part, at rank 0's hidden size (0 when rank 0
+  // could not open its files: nothing is measured and the error below stops every rank).
+  int64_t hidden = comm.rank() == 0 && files ? files->config.hidden_size : 0;
+  comm.broadcast(&hidden, sizeof hidden, 0);
+  const LinkSpec link = options.plan_file.empty() ? measure_link(comm, hidden) : LinkSpec{};
   NodeFacts mine = local_facts(comm, files, open_error, options);
   nlohmann::json mine_json = {{"rank", mine.rank},          {"host", mine.host},
                               {"memory", mine.memory_bytes}, {"bandwidth", mine.bandwidth_gbps},
@@ -105,6 +145,7 @@ RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::st
       try {
         ClusterOptions planned = options;
         planned.weights = stored_weight_format(files->config, *files->weights);
+        planned.link = link;
         verdict = nlohmann::json{{"plan", make_cluster_plan_json(files->config, nodes, planned)}}.dump();
       } catch (const Error& e) {
         verdict = nlohmann::json{{"error", std::string("cannot plan the split: ") + e.what()}}.dump();

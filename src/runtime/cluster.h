@@ -5,6 +5,7 @@
 #include <string>
 
 #include "plan/cost.h"
+#include "plan/plan.h"
 #include <vector>
 
 #include "comm/collective.h"
@@ -23,6 +24,7 @@ struct ClusterOptions {
   std::string plan_file;  // a plan written by `uneven plan --json`; used instead of planning
   int64_t context = 4096;
   WeightFormat weights = parse_dtype("bf16");  // as stored in this model's files; set at start
+  LinkSpec link;                               // as measured between the ranks at start
 };
 
 // What a rank knows after start-up.
@@ -49,6 +51,10 @@ struct NodeFacts {
 // differ from rank 0's, any rank failed to open them, the plan cannot be made, or its hash is wrong.
 RankSetup setup_cluster(Collective& comm, const ModelFiles* files, const std::string& open_error,
                         const ClusterOptions& options);
+
+// Measures the link between the ranks (every rank calls it): the median all-reduce of `hidden` floats and
+// the bandwidth of a 1 MiB broadcast from rank 0; rank 0's figures on every rank. One rank: nothing.
+LinkSpec measure_link(Collective& comm, int64_t hidden);
 
 // Every rank's string, in rank order, on every rank.
 std::vector<std::string> all_gather_strings(Collective& comm, const std::string& mine);

@@ -38,6 +38,7 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
   request.cost.weights = options.weights;
   request.cost.context = options.context;
   request.mode = parse_mode(options.mode);
+  request.link = options.link;
   request.split = parse_positive_numbers(options.split, "--split");
   if (!request.split.empty() && request.split.size() != nodes.size())
     fail("--split lists {} shares but {} ranks are running", request.split.size(), nodes.size());
