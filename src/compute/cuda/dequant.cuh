@@ -21,6 +21,16 @@ struct QParams {
   int block_bytes = 0;  // MLX: bytes per group (scale, bias, codes)
 };
 
+// The per-weight parameters the decoders take (MLX group geometry; none for the other types).
+inline QParams params_of(const kernels::WeightView& w) {
+  QParams p;
+  if (is_mlx(w.dtype)) {
+    p.group = w.group;
+    p.block_bytes = int(w.type().block_bytes());
+  }
+  return p;
+}
+
 __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float bf2f(uint16_t h) { return __uint_as_float(uint32_t(h) << 16); }
 __device__ __forceinline__ uint16_t ld16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }

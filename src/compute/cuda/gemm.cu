@@ -77,15 +77,6 @@ bool with_quant_decoder(const kernels::WeightView& w, F&& f) {
   }
 }
 
-QParams params_of(const kernels::WeightView& w) {
-  QParams p;
-  if (is_mlx(w.dtype)) {
-    p.group = w.group;
-    p.block_bytes = int(w.type().block_bytes());
-  }
-  return p;
-}
-
 // Round to the 16-bit type (nearest even) and back.
 template <bool kHalf>
 __device__ __forceinline__ uint16_t to16(float v) {

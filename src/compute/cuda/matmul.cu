@@ -55,15 +55,6 @@ void with_decoder(const kernels::WeightView& w, F&& f) {
   fail("CUDA matmul: weight type {} is not supported", w.type().name());
 }
 
-QParams params_of(const kernels::WeightView& w) {
-  QParams p;
-  if (is_mlx(w.dtype)) {
-    p.group = w.group;
-    p.block_bytes = int(w.type().block_bytes());
-  }
-  return p;
-}
-
 template <int E, bool kVecX>
 __device__ __forceinline__ float dot_x(const float* v, const float* x) {
   float acc = 0;
