@@ -116,14 +116,14 @@ cmd_down() {
   if [[ -f "$sf" ]]; then
     local pid
     for pid in $(sed -n 's/^DELAYLINE_PID=//p' "$sf"); do
-      if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/"$pid"/cmdline | grep -q uneven_delayline; then
+      if [[ -r /proc/$pid/cmdline ]] && [[ "$(tr '\0' ' ' </proc/"$pid"/cmdline)" == *uneven_delayline* ]]; then
         kill -TERM "$pid" 2>/dev/null || true
       fi
     done
     for pid in $(sed -n 's/^DELAYLINE_PID=//p' "$sf"); do
       local i=0
       while [[ -d /proc/$pid ]] && (( i < 50 )); do sleep 0.1; i=$((i + 1)); done
-      if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/"$pid"/cmdline | grep -q uneven_delayline; then
+      if [[ -r /proc/$pid/cmdline ]] && [[ "$(tr '\0' ' ' </proc/"$pid"/cmdline)" == *uneven_delayline* ]]; then
         kill -KILL "$pid" 2>/dev/null || true
       fi
     done
@@ -138,6 +138,7 @@ cmd_down() {
   done
   rm -f "$sf" "$sf.hosts"
   rm -rf "$state_root/$prefix.logs"
+  rm -rf "$state_root/tmp/$prefix"[0-9]*  # the hosts' Open MPI session directories (netns_rsh.sh)
 }
 
 up_prefix=""
@@ -162,7 +163,7 @@ cmd_up() {
   profile_params "$profile" >/dev/null
   local mbit delay_us jitter_us
   read -r mbit delay_us jitter_us <<<"$(profile_params "$profile")"
-  ip netns list | awk '{print $1}' | grep -qx "${prefix}br" && die "prefix '$prefix' is in use (down it first)"
+  ip netns list | awk -v n="${prefix}br" '$1 == n { found = 1 } END { exit !found }' && die "prefix '$prefix' is in use (down it first)"
 
   mkdir -p "$state_root"
   local sf; sf="$(state_file "$prefix")"
@@ -292,7 +293,7 @@ cmd_run() {
   UNEVEN_NETNS_PREFIX="$prefix" UNEVEN_NETNS_SUBNET="$SUBNET" \
     exec ip netns exec "${prefix}0" mpirun "${root[@]}" "${np[@]}" "${bind[@]}" --hostfile "$sf.hosts" \
     -x UNEVEN_NETNS_PREFIX \
-    --mca plm_rsh_agent "$here/netns_rsh.sh" --mca plm_rsh_no_tree_spawn 1 \
+    --mca plm_rsh_agent "${UNEVEN_RSH_AGENT:-$here/netns_rsh.sh}" --mca plm_rsh_no_tree_spawn 1 \
     --mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include "$net" --mca oob_tcp_if_include "$net" \
     "$@"
 }

@@ -10,6 +10,9 @@
 set -euo pipefail
 
 die() { echo "netns_rsh: $*" >&2; exit 255; }
+# Is there a namespace named $1? (awk reads the whole list: `ip netns list | grep -q` under pipefail fails at
+# random when grep exits on the match before the writer is done and the writer dies of SIGPIPE.)
+netns_exists() { ip netns list 2>/dev/null | awk -v n="$1" '$1 == n { found = 1 } END { exit !found }'; }
 
 # ssh-style options mpirun may put before the host (-x, -T, -n; -l USER / -o OPT / -p PORT take a value).
 while (( $# > 0 )); do
@@ -23,7 +26,7 @@ done
 host="$1"; shift
 
 ns=""
-if ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF -- "$host"; then
+if netns_exists "$host"; then
   ns="$host"
 elif [[ "$host" =~ ^10\.77\.([0-9]+)\.([0-9]+)$ ]]; then
   subnet="${BASH_REMATCH[1]}" k=$(( BASH_REMATCH[2] - 1 ))
@@ -38,7 +41,14 @@ elif [[ "$host" =~ ^10\.77\.([0-9]+)\.([0-9]+)$ ]]; then
   fi
 fi
 [[ -n "$ns" ]] || die "cannot map host '$host' to a namespace (set UNEVEN_NETNS_PREFIX)"
-ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF -- "$ns" || die "no namespace '$ns' for host '$host'"
+netns_exists "$ns" || die "no namespace '$ns' for host '$host'"
+
+# Every "host" is this machine with its hostname and /tmp: daemons of two hosts would share Open MPI's session
+# directory (/tmp/ompi.HOSTNAME.UID/...) and race to create it ("mkdir: File exists", and the daemon that
+# lost dies, leaving mpirun waiting for it). Each namespace gets a session directory of its own.
+session_dir="/run/uneven-netns/tmp/$ns"
+mkdir -p "$session_dir" || die "cannot create $session_dir"
+export OMPI_MCA_orte_tmpdir_base="$session_dir"
 
 # Like sshd: the command words form one shell command line.
 exec ip netns exec "$ns" /bin/sh -c "$*"
