@@ -13,7 +13,7 @@
 
 namespace uneven::jinja {
 
-const Value& arg(const CallArgs& a, size_t index, std::string_view name, const Value& fallback) {
+Value arg(const CallArgs& a, size_t index, std::string_view name, const Value& fallback) {
   const Value* v = a.get(index, name);
   return v ? *v : fallback;
 }
@@ -47,7 +47,7 @@ std::string capitalize(const std::string& s) {
   return utf8_encode(u);
 }
 
-const std::string& need_str(const Value& v, const char* what) {
+std::string need_str(const Value& v, const char* what) {
   if (!v.is_string()) fail("{} expects a string, got {}", what, v.kind_name());
   return v.str();
 }
@@ -302,7 +302,7 @@ Value call_dict_method(const Value& self, const std::string& name, const CallArg
   const Object& o = self.object();
   if (name == "items") {
     Array out;
-    for (const auto& [k, v] : o.items) out.push_back(Value(Array{Value(k), v}));
+    for (const auto& [k, v] : o.items) out.push_back(Value::tuple(Array{Value(k), v}));
     return Value(out);
   }
   if (name == "keys" || name == "values") {

@@ -473,7 +473,7 @@ class Renderer {
       case Expr::Kind::List: case Expr::Kind::Tuple: {
         Array out;
         for (const auto& x : e.args) out.push_back(eval(*x, scope));
-        return Value(std::move(out));
+        return e.kind == Expr::Kind::Tuple ? Value::tuple(std::move(out)) : Value(std::move(out));
       }
       case Expr::Kind::Dict: {
         auto o = std::make_shared<Object>();

@@ -144,7 +144,7 @@ Value f_items(const Value& v, const CallArgs&) {
   if (v.is_undefined()) return Value(Array{});
   if (!v.is_object()) fail("items expects a mapping, got {}", v.kind_name());
   Array out;
-  for (const auto& [k, x] : v.object().items) out.push_back(Value(Array{Value(k), x}));
+  for (const auto& [k, x] : v.object().items) out.push_back(Value::tuple(Array{Value(k), x}));
   return Value(out);
 }
 
@@ -374,7 +374,7 @@ bool t_divisibleby(const Value& v, const CallArgs& a) {
   if (d == 0) fail("divisibleby 0");
   return need_int(v, "divisibleby") % d == 0;
 }
-const Value& other(const CallArgs& a) { return arg(a, 0, "other", kUndefined); }
+Value other(const CallArgs& a) { return arg(a, 0, "other", kUndefined); }
 bool t_eq(const Value& v, const CallArgs& a) { return values_equal(v, other(a)); }
 bool t_ne(const Value& v, const CallArgs& a) { return !values_equal(v, other(a)); }
 bool t_lt(const Value& v, const CallArgs& a) { return values_less(v, other(a)); }

@@ -8,9 +8,9 @@ namespace uneven::jinja {
 
 extern const Value kNone;
 extern const Value kUndefined;
-// The call argument at `index` or keyword `name`, else `fallback`.
-const Value& arg(const CallArgs& a, size_t index, std::string_view name, const Value& fallback);
-const std::string& need_str(const Value& v, const char* what);  // throws naming `what` if not a str
+// The call argument at `index` or keyword `name`, else `fallback` (copies: fallbacks are often temporaries).
+Value arg(const CallArgs& a, size_t index, std::string_view name, const Value& fallback);
+std::string need_str(const Value& v, const char* what);  // throws naming `what` if not a str
 
 bool cp_word(char32_t c);  // Python regex \w
 std::string lower(const std::string& s);

@@ -133,8 +133,9 @@ std::string Value::repr() const {
   switch (kind_) {
     case Kind::String: return py_str_repr(s_);
     case Kind::Array: {
-      std::string out = "[";
+      std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < a_->size(); ++i) out += (i ? ", " : "") + (*a_)[i].repr();
+      if (tuple_) return out + (a_->size() == 1 ? ",)" : ")");
       return out + "]";
     }
     case Kind::Object: {

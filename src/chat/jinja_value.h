@@ -38,6 +38,7 @@ class Value {
   Value(std::string s) : kind_(Kind::String), s_(std::move(s)) {}
   Value(const char* s) : kind_(Kind::String), s_(s) {}
   Value(Array a);
+  static Value tuple(Array a) { Value v(std::move(a)); v.tuple_ = true; return v; }  // repr "(1, 2)"
   Value(std::shared_ptr<Object> o);
   Value(std::shared_ptr<Callable> c);
 
@@ -75,6 +76,7 @@ class Value {
   int64_t i_ = 0;
   double d_ = 0;
   std::string s_;
+  bool tuple_ = false;
   std::shared_ptr<const Array> a_;
   std::shared_ptr<Object> o_;
   std::shared_ptr<Callable> c_;
