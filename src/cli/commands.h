@@ -13,5 +13,6 @@ Action register_tokenize(CLI::App& app);
 Action register_bench(CLI::App& app);
 Action register_plan(CLI::App& app);
 Action register_quantize(CLI::App& app);
+Action register_serve(CLI::App& app);
 
 }  // namespace uneven::cli

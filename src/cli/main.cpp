@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add(uneven::cli::register_bench);
   add(uneven::cli::register_plan);
   add(uneven::cli::register_quantize);
+  add(uneven::cli::register_serve);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -12,9 +12,10 @@ namespace uneven::serve {
 namespace {
 
 using nlohmann::json;
+using ojson = nlohmann::ordered_json;  // requests keep their key order: a template's tojson shows it
 
 // A JSON value's kind in the words OpenAI's errors use.
-std::string kind(const json& v) {
+std::string kind(const ojson& v) {
   if (v.is_null()) return "null";
   if (v.is_boolean()) return "a boolean";
   if (v.is_number_integer()) return "an integer";
@@ -25,66 +26,66 @@ std::string kind(const json& v) {
 }
 
 // The field, or null when it is absent or null: OpenAI treats an explicit null as "not given".
-const json* field(const json& body, const std::string& name) {
+const ojson* field(const ojson& body, const std::string& name) {
   auto it = body.find(name);
   if (it == body.end() || it->is_null()) return nullptr;
   return &*it;
 }
 
-double number_in(const json& v, const std::string& name, double lo, double hi) {
+double number_in(const ojson& v, const std::string& name, double lo, double hi) {
   if (!v.is_number()) invalid(name, fmt::format("'{}' must be a number, got {}", name, kind(v)), "invalid_type");
   const double x = v.get<double>();
   if (!(x >= lo && x <= hi)) invalid(name, fmt::format("'{}' must be in [{}, {}], got {}", name, lo, hi, x), "invalid_value");
   return x;
 }
 
-int64_t integer(const json& v, const std::string& name) {
+int64_t integer(const ojson& v, const std::string& name) {
   if (!v.is_number_integer()) invalid(name, fmt::format("'{}' must be an integer, got {}", name, kind(v)), "invalid_type");
   if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
     invalid(name, fmt::format("'{}' is too large: {}", name, v.get<uint64_t>()), "invalid_value");
   return v.get<int64_t>();
 }
 
-bool boolean(const json& v, const std::string& name) {
+bool boolean(const ojson& v, const std::string& name) {
   if (!v.is_boolean()) invalid(name, fmt::format("'{}' must be a boolean, got {}", name, kind(v)), "invalid_type");
   return v.get<bool>();
 }
 
 // The fields both endpoints share: sampling, lengths, stop, stream, n, model.
-void parse_common(const json& body, CompletionRequest& r) {
+void parse_common(const ojson& body, CompletionRequest& r) {
   if (!body.is_object()) invalid("", fmt::format("the request body must be a JSON object, got {}", kind(body)));
-  if (const json* v = field(body, "model")) {
+  if (const ojson* v = field(body, "model")) {
     if (!v->is_string()) invalid("model", fmt::format("'model' must be a string, got {}", kind(*v)), "invalid_type");
     r.model = v->get<std::string>();
   }
   // max_completion_tokens is the newer name; when both are given it is the one OpenAI honours.
   for (const char* name : {"max_tokens", "max_completion_tokens"}) {
-    if (const json* v = field(body, name)) {
+    if (const ojson* v = field(body, name)) {
       const int64_t n = integer(*v, name);
       if (n <= 0) invalid(name, fmt::format("'{}' must be at least 1, got {}", name, n), "invalid_value");
       r.max_tokens = n;
     }
   }
   r.sampling.temperature = 1.0f;
-  if (const json* v = field(body, "temperature")) r.sampling.temperature = float(number_in(*v, "temperature", 0, 2));
-  if (const json* v = field(body, "top_p")) {
+  if (const ojson* v = field(body, "temperature")) r.sampling.temperature = float(number_in(*v, "temperature", 0, 2));
+  if (const ojson* v = field(body, "top_p")) {
     const double p = number_in(*v, "top_p", 0, 1);
     // The sampler needs a non-empty nucleus; top_p 0 means "only the best token", which greedy gives.
     if (p == 0) r.sampling.temperature = 0;
     r.sampling.top_p = p == 0 ? 1.0f : float(p);
   }
-  if (const json* v = field(body, "top_k")) {
+  if (const ojson* v = field(body, "top_k")) {
     const int64_t k = integer(*v, "top_k");
     // -1 is vLLM's "off", accepted so that its clients work too.
     if (k < -1) invalid("top_k", fmt::format("'top_k' must be >= 0 (0 or -1: off), got {}", k), "invalid_value");
     r.sampling.top_k = k < 0 ? 0 : k;
   }
-  if (const json* v = field(body, "min_p")) r.sampling.min_p = float(number_in(*v, "min_p", 0, 1));
-  if (const json* v = field(body, "seed")) {
+  if (const ojson* v = field(body, "min_p")) r.sampling.min_p = float(number_in(*v, "min_p", 0, 1));
+  if (const ojson* v = field(body, "seed")) {
     r.sampling.seed = uint64_t(integer(*v, "seed"));
     r.seeded = true;
   }
-  if (const json* v = field(body, "stop")) {
+  if (const ojson* v = field(body, "stop")) {
     if (v->is_string()) {
       r.stop.push_back(v->get<std::string>());
     } else if (v->is_array()) {
@@ -100,34 +101,34 @@ void parse_common(const json& body, CompletionRequest& r) {
     // An empty stop string would end every completion before its first token: it means nothing.
     std::erase(r.stop, std::string());
   }
-  if (const json* v = field(body, "stream")) r.stream = boolean(*v, "stream");
-  if (const json* v = field(body, "stream_options")) {
+  if (const ojson* v = field(body, "stream")) r.stream = boolean(*v, "stream");
+  if (const ojson* v = field(body, "stream_options")) {
     if (!v->is_object()) invalid("stream_options", fmt::format("'stream_options' must be an object, got {}", kind(*v)), "invalid_type");
     if (!r.stream) invalid("stream_options", "'stream_options' is only allowed when 'stream' is true");
-    if (const json* u = field(*v, "include_usage")) r.include_usage = boolean(*u, "stream_options.include_usage");
+    if (const ojson* u = field(*v, "include_usage")) r.include_usage = boolean(*u, "stream_options.include_usage");
   }
-  if (const json* v = field(body, "n")) {
+  if (const ojson* v = field(body, "n")) {
     const int64_t n = integer(*v, "n");
     if (n != 1) invalid("n", fmt::format("'n' must be 1 (one choice per request is supported), got {}", n), "invalid_value");
   }
-  if (const json* v = field(body, "ignore_eos")) r.ignore_eos = boolean(*v, "ignore_eos");
+  if (const ojson* v = field(body, "ignore_eos")) r.ignore_eos = boolean(*v, "ignore_eos");
 }
 
 // A message's content: a string, null (an assistant turn with tool calls), or an array of text parts.
-json message_content(const json& content, size_t i) {
+ojson message_content(const ojson& content, size_t i) {
   const std::string name = fmt::format("messages[{}].content", i);
   if (content.is_null() || content.is_string()) return content;
   if (!content.is_array())
     invalid(name, fmt::format("'{}' must be a string, null or an array of text parts, got {}", name, kind(content)), "invalid_type");
   std::string text;
   for (size_t p = 0; p < content.size(); ++p) {
-    const json& part = content[p];
+    const ojson& part = content[p];
     const std::string pname = fmt::format("{}[{}]", name, p);
     if (!part.is_object()) invalid(pname, fmt::format("'{}' must be an object, got {}", pname, kind(part)), "invalid_type");
-    const json* type = field(part, "type");
+    const ojson* type = field(part, "type");
     if (!type || !type->is_string() || *type != "text")
       invalid(pname, fmt::format("'{}' must be a text part ({{\"type\": \"text\", \"text\": ...}}); this model reads text only", pname));
-    const json* t = field(part, "text");
+    const ojson* t = field(part, "text");
     if (!t || !t->is_string()) invalid(pname + ".text", fmt::format("'{}.text' must be a string", pname), "invalid_type");
     text += t->get<std::string>();
   }
@@ -147,45 +148,45 @@ json error_body(const ApiError& e) {
 
 std::string error_text(const ApiError& e) { return dump(error_body(e)); }
 
-CompletionRequest parse_chat_request(const json& body) {
+CompletionRequest parse_chat_request(const ojson& body) {
   CompletionRequest r;
   r.endpoint = Endpoint::Chat;
   parse_common(body, r);
-  const json* messages = field(body, "messages");
+  const ojson* messages = field(body, "messages");
   if (!messages) invalid("messages", "'messages' is required", "missing_required_parameter");
   if (!messages->is_array()) invalid("messages", fmt::format("'messages' must be an array, got {}", kind(*messages)), "invalid_type");
   if (messages->empty()) invalid("messages", "'messages' must hold at least one message, got an empty array", "invalid_value");
-  r.messages = json::array();
+  r.messages = ojson::array();
   for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
+    const ojson& m = (*messages)[i];
     const std::string name = fmt::format("messages[{}]", i);
     if (!m.is_object()) invalid(name, fmt::format("'{}' must be an object, got {}", name, kind(m)), "invalid_type");
-    const json* role = field(m, "role");
+    const ojson* role = field(m, "role");
     if (!role || !role->is_string()) invalid(name + ".role", fmt::format("'{}.role' must be a string", name), "invalid_type");
     static const std::vector<std::string> roles = {"system", "developer", "user", "assistant", "tool"};
     if (std::find(roles.begin(), roles.end(), role->get<std::string>()) == roles.end())
       invalid(name + ".role",
               fmt::format("'{}.role' must be one of system, developer, user, assistant, tool; got '{}'", name, role->get<std::string>()),
               "invalid_value");
-    json copy = m;  // other fields (name, tool_calls, tool_call_id) go to the template as they are
+    ojson copy = m;  // other fields (name, tool_calls, tool_call_id) go to the template as they are
     auto c = m.find("content");
     if (c == m.end() && *role != "assistant")
       invalid(name + ".content", fmt::format("'{}.content' is required for a {} message", name, role->get<std::string>()),
               "missing_required_parameter");
-    copy["content"] = c == m.end() ? json(nullptr) : message_content(*c, i);
+    copy["content"] = c == m.end() ? ojson(nullptr) : message_content(*c, i);
     r.messages.push_back(std::move(copy));
   }
-  if (const json* v = field(body, "tools")) {
+  if (const ojson* v = field(body, "tools")) {
     if (!v->is_array()) invalid("tools", fmt::format("'tools' must be an array, got {}", kind(*v)), "invalid_type");
     r.tools = *v;
   }
-  if (const json* v = field(body, "chat_template_kwargs")) {
+  if (const ojson* v = field(body, "chat_template_kwargs")) {
     if (!v->is_object()) invalid("chat_template_kwargs", fmt::format("'chat_template_kwargs' must be an object, got {}", kind(*v)), "invalid_type");
     r.chat_template_kwargs = *v;
   }
-  const json* lp = field(body, "logprobs");
+  const ojson* lp = field(body, "logprobs");
   const bool logprobs = lp && boolean(*lp, "logprobs");
-  if (const json* v = field(body, "top_logprobs")) {
+  if (const ojson* v = field(body, "top_logprobs")) {
     const int64_t k = integer(*v, "top_logprobs");
     if (k < 0 || k > 20) invalid("top_logprobs", fmt::format("'top_logprobs' must be in [0, 20], got {}", k), "invalid_value");
     if (!logprobs) invalid("top_logprobs", "'top_logprobs' needs 'logprobs' set to true");
@@ -196,15 +197,15 @@ CompletionRequest parse_chat_request(const json& body) {
   return r;
 }
 
-CompletionRequest parse_completion_request(const json& body) {
+CompletionRequest parse_completion_request(const ojson& body) {
   CompletionRequest r;
   r.endpoint = Endpoint::Completion;
   parse_common(body, r);
   if (!r.max_tokens) r.max_tokens = 16;  // OpenAI's default for completions
-  const json* p = field(body, "prompt");
+  const ojson* p = field(body, "prompt");
   if (!p) invalid("prompt", "'prompt' is required", "missing_required_parameter");
   // One prompt only: a string, [string], [ids...] or [[ids...]].
-  const json* one = p;
+  const ojson* one = p;
   if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) one = &(*p)[0];
   else if (p->is_array() && !p->empty() && ((*p)[0].is_string() || (*p)[0].is_array()))
     invalid("prompt", fmt::format("'prompt' holds {} prompts; one prompt per request is supported", p->size()), "invalid_value");
@@ -214,7 +215,7 @@ CompletionRequest parse_completion_request(const json& body) {
   } else if (one->is_array()) {
     if (one->empty()) invalid("prompt", "'prompt' is an empty array of token ids", "invalid_value");
     for (size_t i = 0; i < one->size(); ++i) {
-      const json& id = (*one)[i];
+      const ojson& id = (*one)[i];
       if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
         invalid("prompt", fmt::format("'prompt[{}]' must be a token id (an integer >= 0), got {}", i, id.is_number() ? id.dump() : kind(id)),
                 "invalid_value");
@@ -225,14 +226,14 @@ CompletionRequest parse_completion_request(const json& body) {
     invalid("prompt", fmt::format("'prompt' must be a string, an array of one string or an array of token ids, got {}", kind(*one)),
             "invalid_type");
   }
-  if (const json* v = field(body, "logprobs")) {
+  if (const ojson* v = field(body, "logprobs")) {
     const int64_t k = integer(*v, "logprobs");
     if (k < 0 || k > 20) invalid("logprobs", fmt::format("'logprobs' must be in [0, 20], got {}", k), "invalid_value");
     r.top_logprobs = int(k);
   }
-  if (const json* v = field(body, "echo"); v && boolean(*v, "echo"))
+  if (const ojson* v = field(body, "echo"); v && boolean(*v, "echo"))
     invalid("echo", "'echo' is not supported (the prompt is not returned)");
-  if (const json* v = field(body, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
+  if (const ojson* v = field(body, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
     invalid("suffix", "'suffix' is not supported");
   return r;
 }

@@ -44,9 +44,9 @@ struct CompletionRequest {
   std::string model;  // empty when the body has none
   // Chat: the messages, each an object with a string role and string (or null) content: content given
   // as an array of text parts is joined into one string here, so templates see plain strings.
-  nlohmann::json messages;
-  nlohmann::json tools;                 // null or an array
-  nlohmann::json chat_template_kwargs;  // null or an object: extra variables for the template
+  nlohmann::ordered_json messages;
+  nlohmann::ordered_json tools;                 // null or an array
+  nlohmann::ordered_json chat_template_kwargs;  // null or an object: extra variables for the template
   // Completions: the prompt as text, or as token ids (then prompt_is_ids).
   std::string prompt_text;
   std::vector<TokenId> prompt_ids;
@@ -62,8 +62,9 @@ struct CompletionRequest {
 };
 
 // Both throw ApiException (400) naming the field and what is wrong with it. `body` is any JSON value.
-CompletionRequest parse_chat_request(const nlohmann::json& body);
-CompletionRequest parse_completion_request(const nlohmann::json& body);
+// Bodies are ordered_json so that messages and tools keep the client's key order.
+CompletionRequest parse_chat_request(const nlohmann::ordered_json& body);
+CompletionRequest parse_completion_request(const nlohmann::ordered_json& body);
 
 // What one finished (or so far streamed) choice holds.
 struct ChoiceResult {
