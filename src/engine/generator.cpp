@@ -14,9 +14,9 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Length of the longest suffix of `text` that is a proper prefix of some stop string: text that might
-// still turn into a stop string is not emitted yet.
-size_t held_back(const std::string& text, const std::vector<std::string>& stops) {
+}  // namespace
+
+size_t stop_hold_back(const std::string& text, const std::vector<std::string>& stops) {
   size_t hold = 0;
   for (const auto& stop : stops)
     for (size_t n = std::min(stop.size() - 1, text.size()); n > hold; --n)
@@ -26,8 +26,6 @@ size_t held_back(const std::string& text, const std::vector<std::string>& stops)
       }
   return hold;
 }
-
-}  // namespace
 
 double GenerateResult::prompt_tokens_per_second() const {
   return prompt_seconds > 0 ? double(prompt_ids.size()) / prompt_seconds : 0;
@@ -101,7 +99,7 @@ GenerateResult generate(Session& session, Collective& comm, const Tokenizer* tok
         result.finish_reason = "stop";
         stop_flag = 1;
       }
-      emit_until(stop_flag ? result.text.size() : result.text.size() - held_back(result.text, request.stop));
+      emit_until(stop_flag ? result.text.size() : result.text.size() - stop_hold_back(result.text, request.stop));
     }
     if (comm.size() > 1) comm.broadcast(&stop_flag, sizeof stop_flag, 0);
     if (stop_flag) break;

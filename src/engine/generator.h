@@ -32,6 +32,10 @@ struct GenerateResult {
   double decode_tokens_per_second() const;
 };
 
+// Length of the longest suffix of `text` that is a proper prefix of some (non-empty) stop string: text that
+// might still turn into a stop string is not emitted yet.
+size_t stop_hold_back(const std::string& text, const std::vector<std::string>& stops);
+
 // Runs on every rank of `comm` together. Only rank 0 needs `tokenizer` (others may pass nullptr) and
 // gets the text; `on_text` (rank 0) receives text as it becomes final, never half a UTF-8 character and
 // never a part of a stop string. The session is reset first.

@@ -20,30 +20,36 @@ void Session::linear_attention_block(int64_t l, int64_t count) {
   matmul(lw.linear_in, normed_.data(), count, mixed_.data(), times_.reads.linear);
   times_.reads.linear += double(lw.conv.size() + lw.a_log.size() + lw.dt_bias.size() + lw.linear_norm.size()) * 4.0;
 
-  DeltaNetArgs a;
-  a.count = count;
-  a.k_heads = ls.linear_k_heads.size();
-  a.v_heads = ls.linear_v_heads.size();
-  a.dk = c.linear_key_head_dim;
-  a.dv = c.linear_value_head_dim;
-  a.kernel = c.linear_conv_kernel_dim;
-  a.ratio = c.linear_value_heads_per_key_head();
-  a.k_head_begin = ls.linear_k_heads.begin;
-  a.v_head_begin = ls.linear_v_heads.begin;
-  a.mixed = mixed_.data();
-  a.in_rows = lw.linear_in.view.rows;
-  a.conv = &lw.conv;
-  a.a_log = &lw.a_log;
-  a.dt_bias = &lw.dt_bias;
-  a.norm = &lw.linear_norm;
-  a.eps = float(c.rms_norm_eps);
-  a.conv_state = conv_state_[size_t(l)].data();
-  a.recurrent_state = recurrent_state_[size_t(l)].data();
-  a.conv_out = conv_out_.data();
-  a.beta = beta_.data();
-  a.decay = decay_.data();
-  a.core = core_.data();
-  backend_.gated_deltanet(a);
+  // The recurrences are per sequence: each segment runs on its own slot's conv and recurrent state.
+  const int64_t nk = ls.linear_k_heads.size(), nv = ls.linear_v_heads.size();
+  const int64_t channels = 2 * nk * c.linear_key_head_dim + nv * c.linear_value_head_dim;
+  for (const ChunkSegment& g : chunk_segments_) {
+    const size_t state = state_index(g.slot, l);
+    DeltaNetArgs a;
+    a.count = g.count;
+    a.k_heads = nk;
+    a.v_heads = nv;
+    a.dk = c.linear_key_head_dim;
+    a.dv = c.linear_value_head_dim;
+    a.kernel = c.linear_conv_kernel_dim;
+    a.ratio = c.linear_value_heads_per_key_head();
+    a.k_head_begin = ls.linear_k_heads.begin;
+    a.v_head_begin = ls.linear_v_heads.begin;
+    a.in_rows = lw.linear_in.view.rows;
+    a.mixed = mixed_.data() + g.offset * a.in_rows;
+    a.conv = &lw.conv;
+    a.a_log = &lw.a_log;
+    a.dt_bias = &lw.dt_bias;
+    a.norm = &lw.linear_norm;
+    a.eps = float(c.rms_norm_eps);
+    a.conv_state = conv_state_[state].data();
+    a.recurrent_state = recurrent_state_[state].data();
+    a.conv_out = conv_out_.data() + g.offset * channels;
+    a.beta = beta_.data() + g.offset * nv;
+    a.decay = decay_.data() + g.offset * nv;
+    a.core = core_.data() + g.offset * nv * a.dv;
+    backend_.gated_deltanet(a);
+  }
 
   matmul(lw.linear_out, core_.data(), count, proj_.data(), times_.reads.linear);
   finish_block(count);

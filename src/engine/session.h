@@ -1,5 +1,5 @@
-// One sequence being generated on one rank: its KV cache, linear-attention state, scratch buffers and the
-// forward pass.
+// The sequences being generated on one rank: per sequence slot its KV cache, linear-attention state and
+// position; scratch buffers and the forward pass over a batch of them.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -34,40 +34,58 @@ struct ForwardTimes {
   WeightReads reads;
 };
 
+// A run of tokens of one sequence inside a batch: at the slot's next positions.
+struct Segment {
+  int64_t slot = 0;
+  const TokenId* tokens = nullptr;
+  int64_t count = 0;
+  bool logits = false;  // the logits of its last token are wanted
+};
+
 class Session {
  public:
-  // `context` is the KV cache length in tokens (at most the model's max_position). Runs on `backend`
-  // (which must hold the model's weights, see Model::resident_weights), or on the CPU over `pool`.
-  Session(const Model& model, Collective& comm, Backend& backend, int64_t context);
-  Session(const Model& model, Collective& comm, ThreadPool& pool, int64_t context);
+  // `context` is the KV cache length in tokens (at most the model's max_position) of each of `slots`
+  // sequences. Runs on `backend` (which must hold the model's weights, see Model::resident_weights), or on
+  // the CPU over `pool`.
+  Session(const Model& model, Collective& comm, Backend& backend, int64_t context, int64_t slots = 1);
+  Session(const Model& model, Collective& comm, ThreadPool& pool, int64_t context, int64_t slots = 1);
 
-  // Runs `count` tokens at positions [position(), position() + count) and advances the position.
+  // Runs `count` tokens of slot 0 at positions [position(), position() + count) and advances the position.
   // Fills `logits` with vocab_size values for the last token, or count x vocab_size when `all_logits`.
   // Every rank must call it with the same tokens. Throws when the context would overflow. A batch of
   // tokens runs linear attention in its chunked form, a single token in its recurrent form.
   void forward(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits = false);
+  // One forward over several sequences (distinct slots, at most max_chunk() tokens in all): every product
+  // reads its weights once for all of them; attention and linear attention run per segment on its slot's
+  // cache and state. `logits` gets vocab_size values per segment that wants them, in segment order. Every
+  // rank must call it with the same segments. Equal, per sequence, to running each one alone.
+  void forward_batch(const std::vector<Segment>& segments, std::vector<float>& logits);
 
   // Prompt tokens that go through the layers together (longer prompts run in chunks of this many): the
   // backend's prompt_chunk().
   int64_t max_chunk() const { return chunk_; }
   const Model& model() const { return model_; }
-  int64_t position() const { return position_; }
+  int64_t position(int64_t slot = 0) const { return positions_.at(size_t(slot)); }
   int64_t context() const { return context_; }
-  // Back to position 0 with empty KV cache and zero linear-attention state.
+  int64_t slots() const { return int64_t(positions_.size()); }
+  // Every slot back to position 0 with empty KV cache and zero linear-attention state.
   void reset();
+  void reset(int64_t slot);
   const ForwardTimes& times() const { return times_; }
-  // Bytes of KV cache (full-attention layers) held by this rank.
+  // Bytes of KV cache (full-attention layers) held by this rank, all slots.
   uint64_t kv_cache_bytes() const;
-  // Bytes of Gated DeltaNet recurrent and conv state held by this rank.
+  // Bytes of Gated DeltaNet recurrent and conv state held by this rank, all slots.
   uint64_t state_bytes() const;
 
  private:
-  Session(const Model& model, Collective& comm, std::unique_ptr<Backend> owned, Backend* backend, int64_t context);
-  void forward_chunk(const TokenId* tokens, int64_t count, std::vector<float>& logits, bool all_logits,
-                     int64_t logits_offset);
-  // Embedding, layers and (with `head_rows` > 0) the final norm and output head of the last head_rows
-  // positions into logits_. Operations only: no host memory changes, so a decode step can be recorded.
-  void run_chunk(const TokenId* tokens, int64_t count, int64_t head_rows);
+  Session(const Model& model, Collective& comm, std::unique_ptr<Backend> owned, Backend* backend, int64_t context,
+          int64_t slots);
+  // One chunk of segments (at most chunk_ tokens): inputs, layers, and the logits of the rows in head_rows
+  // (indices into the chunk's tokens, ascending) into out[i][vocab].
+  void forward_chunk(const std::vector<Segment>& segments, const std::vector<int64_t>& head_rows, float* out);
+  // Embedding, layers and the final norm and output head of head_rows (as above) into logits_ /
+  // all_logits_. Operations only: no host memory changes, so a decode step can be recorded.
+  void run_chunk(const TokenId* tokens, int64_t count, const std::vector<int64_t>& head_rows);
   void run_layer(int64_t layer, int64_t count);
   void attention_block(int64_t layer, int64_t count);
   void linear_attention_block(int64_t layer, int64_t count);
@@ -99,27 +117,37 @@ class Session {
   // Tensor parallelism over several ranks: partial sums meet in the two per-layer all-reduces. A single
   // rank, or a pipeline stage (which holds whole layers), has complete sums already.
   bool sums_partial_results_;
-  int64_t position_ = 0;
+  std::vector<int64_t> positions_;  // per slot: tokens already in its cache
   int64_t max_q_ = 0;  // most query heads this rank runs in any layer (plans may vary it per layer)
-  // Backend buffers. Per layer: [kv_local][context][head_dim], one contiguous run per KV head.
+  // Backend buffers, per slot and layer (index slot * num_layers + layer): [kv_local][context][head_dim],
+  // one contiguous run per KV head.
   std::vector<Buffer> k_cache_, v_cache_;
-  // Per linear-attention layer: the last kernel-1 conv inputs of each of the rank's q|k|v channels
-  // ([channel][kernel-1], oldest first) and the recurrent state of each value head ([head][dk][dv]).
+  // Per slot and linear-attention layer: the last kernel-1 conv inputs of each of the rank's q|k|v
+  // channels ([channel][kernel-1], oldest first) and the recurrent state of each value head ([head][dk][dv]).
   std::vector<Buffer> conv_state_, recurrent_state_;
-  // Per chunk, one upload: [position | token ids (chunk_) | cos | sin (chunk_ x rope half each)], all
-  // as floats; the operations read them from here, so a recorded decode step replays at any position.
+  size_t state_index(int64_t slot, int64_t layer) const { return size_t(slot * config_.num_layers + layer); }
+  // The segments of the chunk being run: slot, first token in the chunk, token count, first position.
+  struct ChunkSegment {
+    int64_t slot, offset, count, position;
+  };
+  std::vector<ChunkSegment> chunk_segments_;
+  // Per chunk, one upload: [segment positions (chunk_) | token ids (chunk_) | cos | sin (chunk_ x rope half
+  // each)], all as floats; the operations read them from here, so a recorded decode step replays at any
+  // position.
   Buffer inputs_;
-  const float* position_value() const { return inputs_.data(); }
-  const float* token_values() const { return inputs_.data() + 1; }
-  const float* cos_values() const { return inputs_.data() + 1 + chunk_; }
+  const float* position_value(size_t segment) const { return inputs_.data() + segment; }
+  const float* token_values() const { return inputs_.data() + chunk_; }
+  const float* cos_values() const { return inputs_.data() + 2 * chunk_; }
   const float* sin_values() const { return cos_values() + chunk_ * rope_.half(); }
   // Scratch for a chunk of up to chunk_ tokens.
   Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_up_, act_, scores_, q_gate_;
   Buffer mixed_, conv_out_, core_, beta_, decay_;
   Buffer router_logits_, expert_in_, expert_out_, shared_scalar_;
   Buffer logits_, all_logits_;  // the output head's rows of this rank: one position / several
+  Buffer head_in_;              // the rows whose logits are wanted, gathered, when they are not the last ones
   // Host memory: inputs, rope tables, routing, staging of collectives and logits.
   std::vector<float> inputs_host_, cos_host_, sin_host_, router_host_, staging_, gathered_;
+  std::vector<TokenId> tokens_host_;  // the chunk's tokens, segment after segment
   // The recorded decode step (embedding to logits_, one token), when the backend records and nothing in
   // the step needs the host (no host routing of experts, no collective outside the backend's stream).
   bool records_decode_ = false;

@@ -23,6 +23,7 @@ struct ClusterOptions {
   std::string mode = "auto";  // auto | tensor | equal | pipeline
   std::string plan_file;  // a plan written by `uneven plan --json`; used instead of planning
   int64_t context = 4096;
+  int64_t sequences = 1;  // sequences held at once (a server's batch), each with its own KV cache and state
   WeightFormat weights = parse_dtype("bf16");  // as stored in this model's files; set at start
   LinkSpec link;                               // as measured between the ranks at start
 };

@@ -37,6 +37,7 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
   request.reserve = default_reserve(request.nodes);
   request.cost.weights = options.weights;
   request.cost.context = options.context;
+  request.cost.batch = options.sequences;
   request.mode = parse_mode(options.mode);
   request.link = options.link;
   request.split = parse_positive_numbers(options.split, "--split");
