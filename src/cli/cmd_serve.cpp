@@ -2,6 +2,8 @@
 // rank runs (one rank, or many under mpirun / --ranks N).
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/compute_setup.h"
 #include "cli/run_setup.h"
+#include "comm/collective.h"
 #include "runtime/node_info.h"
 #include "serve/batch_engine.h"
 #include "serve/http_server.h"
@@ -30,7 +33,7 @@ struct ServeOptions {
   std::string chat_template_file;
 };
 
-// Set by SIGINT/SIGTERM; polled, since nothing else is safe to do inside a handler.
+// Set by SIGINT/SIGTERM/SIGUSR1; polled, since nothing else is safe to do inside a handler.
 volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
@@ -40,6 +43,7 @@ void install_stop_handlers() {
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGUSR1, &sa, nullptr);  // what mpirun forwards to the ranks (see StopForwarder)
   // A client that goes away mid-write must not kill the server: the write fails instead.
   std::signal(SIGPIPE, SIG_IGN);
 }
@@ -105,11 +109,35 @@ std::optional<ChatTemplate> chat_template_for(const ServeOptions& opt, const Tok
   }
 }
 
+// The process that started mpirun for --ranks N passes a stop signal on to mpirun as SIGUSR1: mpirun (Open
+// MPI) forwards SIGUSR1 to the ranks, where it stops rank 0's engine like SIGTERM; a SIGTERM to mpirun itself
+// would tear the job down instead (exit code 1, no clean stop).
+class StopForwarder {
+ public:
+  StopForwarder() {
+    thread_ = std::thread([this] {
+      while (!g_stop_signal && !done_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (done_) return;
+      for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream children(task.path() / "children");
+        for (pid_t pid; children >> pid;) ::kill(pid, SIGUSR1);
+      }
+    });
+  }
+  ~StopForwarder() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
 int run_serve(const ServeOptions& opt) {
   if (opt.max_batch < 1) fail("--max-batch must be at least 1, got {}", opt.max_batch);
   if (opt.queue < 0) fail("--queue must be >= 0, got {}", opt.queue);
   if (opt.server.port < 0 || opt.server.port > 65535) fail("--port must be in [0, 65535], got {}", opt.server.port);
-  install_stop_handlers();
   Run run = start_run(opt.model, opt.dist, true);
   if (run.leader() && !run.files.tokenizer)
     fail("{}: serve needs a tokenizer (tokenizer.json or a GGUF vocabulary)", run.files.path);
@@ -178,7 +206,12 @@ Action register_serve(CLI::App& app) {
   cmd->add_option("--model-id", opt->server.model_id, "the model's name in the API (default: the model file or directory name)");
   cmd->add_option("--chat-template", opt->chat_template_file, "a Jinja chat template file to use instead of the model's");
   cmd->add_option("--max-body", opt->server.max_body_bytes, "largest request body in bytes (default 8 MiB; larger: HTTP 413)");
-  return [opt]() -> int { return run_distributed(opt->dist, [opt] { return run_serve(*opt); }); };
+  return [opt]() -> int {
+    install_stop_handlers();  // before any thread starts, on every rank and in a --ranks launcher
+    std::optional<StopForwarder> forwarder;
+    if (opt->dist.ranks > 1 && !launched_by_mpirun()) forwarder.emplace();
+    return run_distributed(opt->dist, [opt] { return run_serve(*opt); });
+  };
 }
 
 }  // namespace uneven::cli

@@ -3,6 +3,8 @@
 #include "serve/http_server.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <map>
@@ -41,6 +43,23 @@ std::string endpoint_label(const std::string& path) {
     if (path == k) return k;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
   return "other";
+}
+
+// httplib listens with a backlog of 5 (compiled into Debian's library): a burst of clients overflows the
+// accept queue and the kernel drops connections it had already acknowledged. Linux lets listen() be called
+// again on a listening socket to change the backlog; the socket is found by its port.
+void widen_backlog(int port) {
+  for (int fd = 0; fd < 1024; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    const int p = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                              : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (p == port) ::listen(fd, SOMAXCONN);
+  }
 }
 
 }  // namespace
@@ -380,6 +399,7 @@ int HttpServer::bind() {
   } else if (!impl_->http.bind_to_port(o.host, port)) {
     fail("cannot listen on {}:{} (is the port in use, or the address not this machine's?)", o.host, port);
   }
+  widen_backlog(port);
   return port;
 }
 
