@@ -46,7 +46,7 @@ const char* web_page_html() {
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-const history = [];  // the conversation sent with every chat request
+const conversation = [];  // the conversation sent with every chat request
 $("key").value = localStorage.getItem("uneven_key") || "";
 $("key").onchange = () => localStorage.setItem("uneven_key", $("key").value);
 function headers() {
@@ -86,7 +86,7 @@ async function send(text) {
   add("user", text);
   const out = add("assistant", "");
   const body = { stream: true, max_tokens: Number($("max_tokens").value), temperature: Number($("temperature").value) };
-  if (chat) { history.push({ role: "user", content: text }); body.messages = history; } else body.prompt = text;
+  if (chat) { conversation.push({ role: "user", content: text }); body.messages = conversation; } else body.prompt = text;
   $("send").disabled = true;
   let answer = "";
   try {
@@ -105,10 +105,10 @@ async function send(text) {
       out.textContent = answer;
       $("log").scrollTop = $("log").scrollHeight;
     });
-    if (chat) history.push({ role: "assistant", content: answer });
+    if (chat) conversation.push({ role: "assistant", content: answer });
   } catch (e) {
     out.className = "msg error"; out.textContent = answer + "\n[" + e.message + "]";
-    if (chat) history.pop();
+    if (chat) conversation.pop();
   } finally { $("send").disabled = false; }
 }
 $("form").onsubmit = (e) => {
@@ -118,7 +118,7 @@ $("form").onsubmit = (e) => {
   $("input").value = ""; send(text);
 };
 $("input").onkeydown = (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("form").requestSubmit(); } };
-$("clear").onclick = () => { history.length = 0; $("log").textContent = ""; };
+$("clear").onclick = () => { conversation.length = 0; $("log").textContent = ""; };
 
 async function poll() {
   try {
