@@ -69,7 +69,37 @@ struct BenchOptions {
   int64_t decode_tokens = 16;
   bool skip_bandwidth = false;
   bool json = false;
+  std::vector<int64_t> streams;  // also decode this many sequences at once (a server's batch), each count
 };
+
+// Aggregate decode speed of `streams` sequences decoded together (one forward per step over all of them,
+// as the server's batches run): each gets a short prompt of its own, then `steps` steps.
+double batched_decode_tokens_per_second(const Model& model, Collective& comm, Backend& backend, int64_t streams,
+                                        int64_t steps, int64_t context) {
+  const int64_t vocab = model.config().vocab_size;
+  Session session(model, comm, backend, context, streams);
+  std::vector<float> logits;
+  std::vector<std::vector<TokenId>> prompts(static_cast<size_t>(streams));
+  std::vector<TokenId> next(static_cast<size_t>(streams));
+  for (int64_t k = 0; k < streams; ++k) {
+    for (int64_t i = 0; i < 8; ++i) prompts[size_t(k)].push_back(TokenId((k * 131 + i * 7919 + 13) % vocab));
+    session.forward_batch({Segment{k, prompts[size_t(k)].data(), 8, true}}, logits);
+    next[size_t(k)] = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  std::vector<Segment> segments;
+  for (int64_t k = 0; k < streams; ++k) segments.push_back({k, &next[size_t(k)], 1, true});
+  session.forward_batch(segments, logits);  // warm-up of the batched step
+  comm.barrier();
+  const double t0 = now_s();
+  for (int64_t step = 0; step < steps; ++step) {
+    session.forward_batch(segments, logits);
+    for (int64_t k = 0; k < streams; ++k) {
+      const float* l = logits.data() + k * vocab;
+      next[size_t(k)] = TokenId(std::max_element(l, l + vocab) - l);
+    }
+  }
+  return double(streams * steps) / (now_s() - t0);
+}
 
 int run_bench(const BenchOptions& opt) {
   double t0 = now_s();
@@ -138,6 +168,14 @@ int run_bench(const BenchOptions& opt) {
       {"all_reduce_ms_per_token_at_measured_latency", all_reduces_per_token * allreduce_s * 1e3},
       {"stream_read_gb_per_second", stream_gbps},
   };
+  // Batched decode (before the gather, every rank takes part).
+  std::vector<std::pair<int64_t, double>> stream_rates;
+  for (int64_t n : opt.streams) {
+    if (n > session.max_chunk())
+      fail("--streams {} is more than the {} tokens one step runs on this backend", n, session.max_chunk());
+    stream_rates.emplace_back(n, batched_decode_tokens_per_second(*run.model, *compute.session_comm, *compute.backend,
+                                                                  n, opt.decode_tokens, std::min<int64_t>(context, 8 + opt.decode_tokens + 2)));
+  }
   std::vector<std::string> ranks_json = all_gather_strings(comm, mine.dump());
   if (!run.leader()) return 0;
 
@@ -181,6 +219,11 @@ int run_bench(const BenchOptions& opt) {
   // What the ranks read together per second of decode (on one machine they share its memory bandwidth).
   out["all_ranks_read_bytes_per_token"] = all_ranks_bytes;
   out["all_ranks_read_gb_per_second"] = all_ranks_bytes * decode_tps / 1e9;
+  out["streams"] = nlohmann::json::array();
+  const double one_stream = stream_rates.empty() ? 0 : stream_rates.front().second / double(stream_rates.front().first);
+  for (const auto& [n, rate] : stream_rates)
+    out["streams"].push_back({{"streams", n}, {"aggregate_decode_tokens_per_second", rate},
+                              {"per_stream_tokens_per_second", rate / double(n)}});
   if (opt.json) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -205,6 +248,9 @@ int run_bench(const BenchOptions& opt) {
                 100.0 * weight_gbps / stream_gbps);
   else
     std::printf("weight read  %.2f GB/s on rank 0 (streaming read bandwidth not measured)\n", weight_gbps);
+  for (const auto& [n, rate] : stream_rates)
+    std::printf("streams %3lld %.2f tok/s together, %.2f each (%.2fx the first row's per-stream rate)\n", (long long)n,
+                rate, rate / double(n), one_stream > 0 ? rate / one_stream : 0.0);
   if (comm.size() > 1) {
     const double together = out["all_ranks_read_gb_per_second"];
     std::printf("all ranks    %.1f MB/token read, %.2f GB/s together", all_ranks_bytes / 1e6, together);
@@ -243,6 +289,10 @@ Action register_bench(CLI::App& app) {
   cmd->add_option("--decode-tokens", opt->decode_tokens, "tokens decoded one at a time (default 16)")->check(CLI::PositiveNumber);
   cmd->add_flag("--skip-bandwidth", opt->skip_bandwidth, "do not measure the streaming read bandwidth");
   cmd->add_flag("--json", opt->json, "print the figures as one JSON object");
+  cmd->add_option("--streams", opt->streams,
+                  "also decode N sequences together (a server's batch), e.g. --streams 1,4,8: aggregate tok/s")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   return [opt]() -> int { return run_distributed(opt->dist, [opt] { return run_bench(*opt); }); };
 }
 

@@ -9,6 +9,7 @@
 #include "comm/collective.h"
 #include "engine/generator.h"
 #include "util/error.h"
+#include "util/text_file.h"
 
 namespace uneven::cli {
 namespace {
@@ -19,6 +20,7 @@ struct GenerateOptions {
   GenerateRequest request;
   bool json = false;
   std::string logits_out;
+  std::string prompt_file;
 };
 
 int run_generate(const GenerateOptions& opt) {
@@ -35,6 +37,8 @@ int run_generate(const GenerateOptions& opt) {
     std::fflush(stdout);
   };
   GenerateRequest request = opt.request;
+  if (!opt.prompt_file.empty()) request.prompt = read_text_file(opt.prompt_file);
+  else if (request.prompt.empty()) fail("give a prompt: --prompt TEXT or --prompt-file FILE");
   request.record_logits = !opt.logits_out.empty();
   GenerateResult r = generate(session, *run.comm, run.files.tokenizer.get(), request, on_text);
   if (!run.leader()) return 0;
@@ -77,7 +81,10 @@ Action register_generate(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
   opt->model.add_to(*cmd);
   opt->dist.add_to(*cmd);
-  cmd->add_option("--prompt,-p", opt->request.prompt, "prompt text")->required();
+  auto* prompt = cmd->add_option("--prompt,-p", opt->request.prompt, "prompt text");
+  auto* prompt_file = cmd->add_option("--prompt-file", opt->prompt_file, "read the prompt from this file (bytes as they are)");
+  prompt->excludes(prompt_file);
+  prompt_file->excludes(prompt);
   cmd->add_option("-n,--max-tokens", opt->request.max_tokens, "tokens to generate (default 64)");
   cmd->add_option("--temp", opt->request.sampling.temperature, "temperature (0 = greedy, default)");
   cmd->add_option("--top-k", opt->request.sampling.top_k, "keep the k most likely tokens (0 = off)");

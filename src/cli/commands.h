@@ -14,5 +14,6 @@ Action register_bench(CLI::App& app);
 Action register_plan(CLI::App& app);
 Action register_quantize(CLI::App& app);
 Action register_serve(CLI::App& app);
+Action register_chat(CLI::App& app);
 
 }  // namespace uneven::cli

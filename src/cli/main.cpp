@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   add(uneven::cli::register_plan);
   add(uneven::cli::register_quantize);
   add(uneven::cli::register_serve);
+  add(uneven::cli::register_chat);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
