@@ -320,6 +320,14 @@ TEST_F(Serve, OfficialOpenAIClient) {
     EXPECT_EQ(got["wrong_model"]["status"], 404);
     EXPECT_EQ(got["wrong_model"]["code"], "model_not_found");
     EXPECT_EQ(got["models"], json::array({"stories260K"}));
+    // The same client against three uneven ranks: the same answers.
+    ServerProcess split(kServe + "--model " + kStories + " --ranks 3 --split 5,2,1");
+    ASSERT_GT(split.port(), 0) << split.output();
+    const json on_three = client(split.port(), "stories260K", "");
+    EXPECT_EQ(on_three["completion"]["text"], ref["text"]) << on_three.dump();
+    EXPECT_EQ(on_three["completion_stream"]["text"], ref["text"]);
+    EXPECT_EQ(on_three["stop"], got["stop"]);
+    EXPECT_EQ(split.stop(), 0) << split.output();
   }
   ScratchDir scratch;
   const std::string model = chat_fixture(scratch);
