@@ -349,3 +349,27 @@ TEST_F(Serve, OfficialOpenAIClient) {
 
 }  // namespace
 }  // namespace uneven::testing
+
+namespace uneven::testing {
+namespace {
+
+// The KV cache and state of --max-batch sequences at --context are counted before anything is loaded:
+// alone against the memory available, on several ranks by the plan.
+TEST(ServeStart, MemoryForTheWholeBatchIsCheckedAtStart) {
+  const std::string model = (kSource / "configs/qwen3-30b-a3b.json").string();
+  CliOutput alone = run_shell("timeout 60 " + kServe + "--model " + model + " --random-weights --max-batch 100 --context 32768");
+  EXPECT_NE(alone.exit_code, 0);
+  EXPECT_NE(alone.text.find("100 sequence(s) at a context of 32768 tokens need 600.00 GiB of KV cache and state"),
+            std::string::npos) << alone.text;
+  EXPECT_NE(alone.text.find("--max-batch"), std::string::npos) << alone.text;
+  // Llama-3.2-1B's 2.5 GB of weights fit two 20G ranks; 100 sequences of 32768 tokens (200 GiB of cache) do not.
+  const std::string small = (kSource / "configs/llama-3.2-1b.json").string();
+  CliOutput two = run_shell("timeout 60 " + kServe + "--model " + small + " --random-weights --weight-dtype bf16 "
+                            "--max-batch 100 --context 32768 --ranks 2 --mem 20G,20G");
+  EXPECT_NE(two.exit_code, 0);
+  EXPECT_NE(two.text.find("does not fit on these 2 nodes"), std::string::npos) << two.text;
+  EXPECT_NE(two.text.find("the model needs 204.30 GiB"), std::string::npos) << two.text;
+}
+
+}  // namespace
+}  // namespace uneven::testing

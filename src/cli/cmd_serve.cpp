@@ -138,7 +138,10 @@ int run_serve(const ServeOptions& opt) {
   if (opt.max_batch < 1) fail("--max-batch must be at least 1, got {}", opt.max_batch);
   if (opt.queue < 0) fail("--queue must be >= 0, got {}", opt.queue);
   if (opt.server.port < 0 || opt.server.port > 65535) fail("--port must be in [0, 65535], got {}", opt.server.port);
-  Run run = start_run(opt.model, opt.dist, true);
+  // The plan (or, alone, the memory check) counts the KV cache and state of every sequence of the batch.
+  DistributedOptions dist = opt.dist;
+  dist.cluster.sequences = opt.max_batch;
+  Run run = start_run(opt.model, dist, true);
   if (run.leader() && !run.files.tokenizer)
     fail("{}: serve needs a tokenizer (tokenizer.json or a GGUF vocabulary)", run.files.path);
   ThreadPool pool(opt.model.threads);

@@ -37,6 +37,16 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
   if (!distributed) {
     run.files = open_model(model_opts.model_path, model_opts.open_options(need_tokenizer));
     run.setup.slices = single_rank_slices(run.files.config);
+    // Alone there is no plan to check memory: at least the cache and state of every sequence must fit.
+    CostModel cost;
+    cost.context = model_opts.context_for(run.files.config);
+    cost.batch = dist.cluster.sequences;
+    const Usage need = rank_usage(run.files.config, run.setup.slices, cost);
+    const uint64_t available = available_memory_bytes();
+    if (available > 0 && need.kv_cache + need.state > available)
+      fail("{} sequence(s) at a context of {} tokens need {} of KV cache and state, but {} of memory is available; "
+           "give a smaller --context{}", cost.batch, cost.context, format_bytes(double(need.kv_cache + need.state)),
+           format_bytes(double(available)), cost.batch > 1 ? " or --max-batch" : "");
   } else {
     // Every rank opens its own local copy; a failure is reported through the cluster set-up so that all
     // ranks stop together with the same message.
