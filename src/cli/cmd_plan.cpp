@@ -1,4 +1,4 @@
-// `uneven plan`: reads a model's config and the nodes, prints the split table and the chosen mode, writes JSON.
+// `uneven plan`: reads a model's config and the nodes, prints the split table and the chosen mode, writes JSON and SVG.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "model/tensor_file.h"
 #include "plan/plan.h"
+#include "plan/plan_svg.h"
 #include "plan/report.h"
 #include "util/error.h"
 
@@ -19,7 +20,7 @@ namespace {
 
 struct PlanOptions {
   std::string model_path, config_path, nodes, bandwidth, dtype, quant, kv_dtype = "f32", reserve, mode = "auto",
-      split, json_path, link;
+      split, json_path, svg_path, link;
   int64_t context = 0, batch = 1, kernel_width = 32;
 };
 
@@ -107,10 +108,18 @@ Action register_plan(CLI::App& app) {
   cmd->add_option("--kernel-width", o->kernel_width, "rows per matmul tile; column blocks are lcm(group, this)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--json", o->json_path, "write the plan as JSON to this file ('-' for standard output)");
+  cmd->add_option("--svg", o->svg_path, "draw the plan to this SVG file: memory per node, each layer part's share per node");
   return [o]() -> int {
     if (o->model_path.empty() && o->config_path.empty()) fail("plan needs --model PATH or --config config.json");
     ModelConfig c = read_config(*o);
     Plan plan = make_plan(c, build_request(*o, c));
+    // The picture first, so that a bad path fails before anything is printed (and with --json - too).
+    if (!o->svg_path.empty()) {
+      std::ofstream out(o->svg_path, std::ios::binary);
+      if (!out) fail("{}: cannot open for writing the SVG picture", o->svg_path);
+      out << plan_svg(plan, c);
+      if (!out.flush()) fail("{}: writing the SVG picture failed", o->svg_path);
+    }
     if (o->json_path == "-") {
       std::fputs(plan_to_json_text(plan).c_str(), stdout);
       return 0;
@@ -123,6 +132,7 @@ Action register_plan(CLI::App& app) {
       if (!out.flush()) fail("{}: write failed", o->json_path);
       std::printf("plan written to %s\n", o->json_path.c_str());
     }
+    if (!o->svg_path.empty()) std::printf("picture written to %s\n", o->svg_path.c_str());
     return 0;
   };
 }
