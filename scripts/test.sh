@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # llama.cpp itself (node-llama-cpp's prebuilt build, from npm) for the interop tests; they skip without it.
 bash scripts/setup_llamacpp.sh || echo "warning: llama.cpp reference not installed; the llama.cpp interop tests will skip"
+# Debian's chromium and playwright-core (pinned in tests/browser) for the web page test; it skips without them.
+bash scripts/setup_browser.sh >/dev/null || echo "warning: chromium/playwright-core not installed; the web page test will skip"
 # The official openai npm client for the server tests (they skip without it).
 bash scripts/setup_node_clients.sh >/dev/null || echo "warning: openai npm client not installed; the server's client tests will skip"
 jobs=$(nproc)

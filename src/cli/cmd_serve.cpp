@@ -85,7 +85,13 @@ nlohmann::json gather_cluster(Run& run, const Session& session, const ServeOptio
     total += ranks.back()["weight_bytes"].get<uint64_t>();
   }
   for (auto& r : ranks) r["weight_share"] = total ? double(r["weight_bytes"].get<uint64_t>()) / double(total) : 0.0;
-  return {{"ranks", ranks}, {"mode", opt.dist.cluster.mode}, {"world_size", run.comm->size()}};
+  // The mode the plan chose (auto resolves to one), not the option.
+  std::string mode = "single rank";
+  if (!run.setup.plan_json.empty()) {
+    const nlohmann::json plan = nlohmann::json::parse(run.setup.plan_json, nullptr, false);
+    if (plan.is_object() && plan.contains("mode") && plan["mode"].is_string()) mode = plan["mode"].get<std::string>();
+  }
+  return {{"ranks", ranks}, {"mode", mode}, {"world_size", run.comm->size()}};
 }
 
 // The chat template: --chat-template FILE, else the model's own; none is not an error (completions work).

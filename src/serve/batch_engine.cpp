@@ -132,6 +132,12 @@ void BatchEngine::stop() {
 BatchStats BatchEngine::stats() const {
   std::lock_guard lock(mutex_);
   BatchStats s = stats_;
+  // Tokens sampled in the last 5 seconds (of wall time, idle included).
+  constexpr double kWindow = 5.0;
+  const double now = now_s();
+  int64_t tokens = 0;
+  for (const auto& [t, n] : recent_) tokens += t >= now - kWindow ? n : 0;
+  s.decode_tokens_per_second = double(tokens) / kWindow;
   s.queued = int64_t(queue_.size());
   s.active = 0;
   for (const auto& a : active_) s.active += a ? 1 : 0;
@@ -317,13 +323,11 @@ bool BatchEngine::step() {
       active_[size_t(a.slot)].reset();
     }
   }
-  const double dt = now_s() - t0;
-  stats_.busy_s += dt;
+  const double t1 = now_s();
+  stats_.busy_s += t1 - t0;
   stats_.times = session_.times();
-  // Decode rate of recent steps: an exponential average of tokens per second, ~20 steps long.
-  const double rate = dt > 0 ? double(row) / dt : 0;
-  stats_.decode_tokens_per_second =
-      stats_.steps == 1 ? rate : 0.95 * stats_.decode_tokens_per_second + 0.05 * rate;
+  recent_.emplace_back(t1, int64_t(row));
+  while (!recent_.empty() && recent_.front().first < t1 - 5.0) recent_.pop_front();
   return true;
 }
 

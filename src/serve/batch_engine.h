@@ -76,7 +76,7 @@ struct BatchStats {
   int64_t steps = 0;
   double busy_s = 0;  // wall time inside steps
   ForwardTimes times;  // rank 0's compute and communication time
-  double decode_tokens_per_second = 0;  // over the last few seconds of steps
+  double decode_tokens_per_second = 0;  // tokens sampled over the last 5 seconds (0 when idle that long)
 };
 
 struct BatchOptions {
@@ -125,6 +125,7 @@ class BatchEngine {
   std::vector<std::unique_ptr<Active>> active_;  // by slot; null when free
   std::atomic<bool> stopping_{false};
   BatchStats stats_;
+  std::deque<std::pair<double, int64_t>> recent_;  // (end time, tokens sampled) of the last 5 s of steps
   std::vector<TokenId> eos_;
 };
 
