@@ -1,6 +1,8 @@
 // Parsing of config.json (transformers 4.x and 5.x) and GGUF metadata into ModelConfig.
 #include "model/config.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -46,6 +48,16 @@ template <typename T>
 T get_or(const json& j, const char* key, T fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, int64_t>) {
+    // An integer written as a float (4096.0) is taken; a float no int64 holds (1e30, NaN) is refused here
+    // rather than converted, which is undefined behaviour (found by fuzz/config_fuzz).
+    if (it->is_number_float()) {
+      const double v = it->get<double>();
+      if (!(v >= -9.2e18 && v <= 9.2e18) || v != std::floor(v))
+        throw json::other_error::create(501, fmt::format("field '{}' must be an integer, got {}", key, it->dump()), &*it);
+      return int64_t(v);
+    }
+  }
   return it->get<T>();
 }
 
@@ -155,7 +167,10 @@ ModelConfig config_from_hf_json(const json& root, const std::string& source) {
     const json* eos = j.contains("eos_token_id") ? &j["eos_token_id"] : root.contains("eos_token_id") ? &root["eos_token_id"] : nullptr;
     if (eos && eos->is_number_integer()) c.eos_token_ids.push_back(eos->get<int64_t>());
     if (eos && eos->is_array())
-      for (const auto& e : *eos) c.eos_token_ids.push_back(e.get<int64_t>());
+      for (const auto& e : *eos) {
+        if (!e.is_number_integer()) fail("{}: eos_token_id lists {}, which is not a token id", source, e.dump());
+        c.eos_token_ids.push_back(e.get<int64_t>());
+      }
   } catch (const json::exception& e) {
     fail("{}: malformed field: {}", source, e.what());
   }
