@@ -16,19 +16,8 @@ namespace {
 
 using testing::planned_slices;
 using testing::tiny_config;
+using testing::tiny_hybrid;
 
-ModelConfig tiny_hybrid() {
-  nlohmann::json j = {
-      {"model_type", "qwen3_5_moe_text"}, {"hidden_size", 64}, {"num_hidden_layers", 4},
-      {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16}, {"vocab_size", 128},
-      {"max_position_embeddings", 512}, {"rms_norm_eps", 1e-6}, {"partial_rotary_factor", 0.25},
-      {"linear_num_key_heads", 2}, {"linear_num_value_heads", 6}, {"linear_key_head_dim", 16},
-      {"linear_value_head_dim", 8}, {"linear_conv_kernel_dim", 4}, {"num_experts", 8}, {"num_experts_per_tok", 2},
-      {"moe_intermediate_size", 32}, {"shared_expert_intermediate_size", 48}, {"intermediate_size", 96},
-      {"mlp_only_layers", {2}}, {"tie_word_embeddings", false},
-  };
-  return config_from_hf_json(j, "tiny_hybrid");
-}
 
 // A sequence to feed: its prompt, then the tokens it will be fed after it (teacher forcing, so a batched
 // run feeds the same tokens as the solo run whatever its logits).
@@ -151,7 +140,7 @@ TEST(BatchedSession, DenseSequencesTogetherEqualEachAlone) {
 }
 
 TEST(BatchedSession, HybridMoeSequencesTogetherEqualEachAlone) {
-  const ModelConfig c = tiny_hybrid();
+  const ModelConfig c = tiny_hybrid(false);
   expect_batched_equals_solo(c, {single_rank_slices(c)}, 3, 1e-4f);
   expect_batched_equals_solo(c, planned_slices(c, {3, 1}), 4, 1e-4f);
 }

@@ -16,6 +16,7 @@ namespace uneven {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::tiny_hybrid;
 const fs::path kSource = UNEVEN_SOURCE_DIR;
 const fs::path kShared = kSource / "../shared/fixtures/hf";
 
@@ -62,19 +63,6 @@ void check_shared_fixture(const std::string& name) {
 TEST(HybridReference, Qwen3MoeMatchesTransformers) { check_shared_fixture("qwen3_moe"); }
 TEST(HybridReference, Qwen35MoeMatchesTransformers) { check_shared_fixture("qwen3_5_moe_text"); }
 
-// A small Qwen3.5-MoE config with random weights: 3 linear layers and one full, key heads < value heads.
-ModelConfig tiny_hybrid(bool fused) {
-  nlohmann::json j = {
-      {"model_type", fused ? "qwen3_next" : "qwen3_5_moe_text"}, {"hidden_size", 64}, {"num_hidden_layers", 4},
-      {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16}, {"vocab_size", 128},
-      {"max_position_embeddings", 512}, {"rms_norm_eps", 1e-6}, {"partial_rotary_factor", 0.25},
-      {"linear_num_key_heads", 2}, {"linear_num_value_heads", 6}, {"linear_key_head_dim", 16},
-      {"linear_value_head_dim", 8}, {"linear_conv_kernel_dim", 4}, {"num_experts", 8}, {"num_experts_per_tok", 2},
-      {"moe_intermediate_size", 32}, {"shared_expert_intermediate_size", 48}, {"intermediate_size", 96},
-      {"mlp_only_layers", {2}}, {"tie_word_embeddings", false},
-  };
-  return config_from_hf_json(j, "tiny_hybrid");
-}
 
 // The chunked form (a batch of tokens, 64-token delta-rule chunks inside 128-token forward chunks) equals
 // the recurrent form (one token per forward) for prompts shorter and longer than a chunk.

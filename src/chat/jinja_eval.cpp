@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "chat/jinja_ast.h"
+#include "chat/jinja_strings.h"
 #include "util/error.h"
 
 namespace uneven::jinja {
@@ -311,37 +312,18 @@ class Renderer {
       scope.vars[n.names[0]] = std::move(v);
       return;
     }
-    Array items = iterate(v);
+    Array items = to_list(v);
     if (items.size() != n.names.size())
       fail("{}{}:{}: cannot unpack {} values into {} names", kPrefix, n.pos.line, n.pos.col, items.size(),
            n.names.size());
     for (size_t k = 0; k < items.size(); ++k) scope.vars[n.names[k]] = items[k];
   }
 
-  // The items a for loop visits: list items, dict keys, string characters; undefined is empty.
-  static Array iterate(const Value& v) {
-    switch (v.kind()) {
-      case Value::Kind::Array: return v.array();
-      case Value::Kind::Undefined: return {};
-      case Value::Kind::Object: {
-        Array keys;
-        for (const auto& kv : v.object().items) keys.push_back(Value(kv.first));
-        return keys;
-      }
-      case Value::Kind::String: {
-        Array chars;
-        auto offs = utf8_offsets(v.str());
-        for (size_t k = 0; k + 1 < offs.size(); ++k) chars.push_back(Value(v.str().substr(offs[k], offs[k + 1] - offs[k])));
-        return chars;
-      }
-      default: fail("'{}' object is not iterable", v.kind_name());
-    }
-  }
 
   Flow exec_for(const Node& n, Scope& scope) {
     Array items;
     try {
-      items = iterate(eval(*n.expr, scope));
+      items = to_list(eval(*n.expr, scope));
     } catch (const Error&) {
       rethrow_at(n.expr->pos);
     }

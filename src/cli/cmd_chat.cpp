@@ -148,12 +148,7 @@ Action register_chat(CLI::App& app) {
   cmd->add_option("--system", opt->system, "a system message to start the conversation with");
   cmd->add_option("-n,--max-tokens", opt->defaults.max_tokens, "most tokens per answer (default 512)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--temp", opt->defaults.sampling.temperature, "temperature (0 = greedy, default)");
-  cmd->add_option("--top-k", opt->defaults.sampling.top_k, "keep the k most likely tokens (0 = off)");
-  cmd->add_option("--top-p", opt->defaults.sampling.top_p, "nucleus sampling mass (1 = off)");
-  cmd->add_option("--min-p", opt->defaults.sampling.min_p, "drop tokens below min_p x the top probability (0 = off)");
-  cmd->add_option("--seed", opt->defaults.sampling.seed, "sampling seed");
-  cmd->add_option("--stop", opt->defaults.stop, "stop before this string (repeatable)");
+  add_sampling_options(*cmd, opt->defaults.sampling, opt->defaults.stop);
   cmd->add_flag("--no-thinking", opt->no_thinking, "pass enable_thinking=false to the template (Qwen3)");
   return [opt]() -> int { return run_distributed(opt->dist, [opt] { return run_chat(*opt); }); };
 }

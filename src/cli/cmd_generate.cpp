@@ -86,12 +86,7 @@ Action register_generate(CLI::App& app) {
   prompt->excludes(prompt_file);
   prompt_file->excludes(prompt);
   cmd->add_option("-n,--max-tokens", opt->request.max_tokens, "tokens to generate (default 64)");
-  cmd->add_option("--temp", opt->request.sampling.temperature, "temperature (0 = greedy, default)");
-  cmd->add_option("--top-k", opt->request.sampling.top_k, "keep the k most likely tokens (0 = off)");
-  cmd->add_option("--top-p", opt->request.sampling.top_p, "nucleus sampling mass (1 = off)");
-  cmd->add_option("--min-p", opt->request.sampling.min_p, "drop tokens below min_p x the top probability (0 = off)");
-  cmd->add_option("--seed", opt->request.sampling.seed, "sampling seed");
-  cmd->add_option("--stop", opt->request.stop, "stop before this string (repeatable)");
+  add_sampling_options(*cmd, opt->request.sampling, opt->request.stop);
   cmd->add_flag("--ignore-eos", opt->request.ignore_eos, "keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", opt->json, "print one JSON object (ids, text, figures) instead of streaming");
   cmd->add_option("--logits-out", opt->logits_out, "write the logits of every sampled step (raw float32) to this file");

@@ -61,4 +61,13 @@ LoadProgress terminal_progress(const std::string& label) {
   };
 }
 
+void add_sampling_options(CLI::App& cmd, SamplingParams& sampling, std::vector<std::string>& stop) {
+  cmd.add_option("--temp", sampling.temperature, "temperature (0 = greedy, default)");
+  cmd.add_option("--top-k", sampling.top_k, "keep the k most likely tokens (0 = off)");
+  cmd.add_option("--top-p", sampling.top_p, "nucleus sampling mass (1 = off)");
+  cmd.add_option("--min-p", sampling.min_p, "drop tokens below min_p x the top probability (0 = off)");
+  cmd.add_option("--seed", sampling.seed, "sampling seed");
+  cmd.add_option("--stop", stop, "stop before this string (repeatable)");
+}
+
 }  // namespace uneven::cli

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "engine/model_files.h"
 
 namespace uneven::cli {
@@ -24,6 +25,9 @@ struct ModelOptions {
   OpenOptions open_options(bool need_tokenizer) const;
   int64_t context_for(const ModelConfig& config) const;
 };
+
+// --temp, --top-k, --top-p, --min-p, --seed and --stop: the sampling options of generate and chat.
+void add_sampling_options(CLI::App& cmd, SamplingParams& sampling, std::vector<std::string>& stop);
 
 // A progress bar on stderr while loading, drawn only when stderr is a terminal.
 LoadProgress terminal_progress(const std::string& label);
