@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/compute_setup.h"
 #include "cli/run_setup.h"
+#include "comm/collective.h"
 #include "serve/batch_engine.h"
 #include "util/error.h"
 
@@ -111,7 +112,11 @@ int run_chat(const ChatOptions& opt) {
     try {
       chat_template = load_chat_template(run.files.path);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "no chat template (%s): each line is completed as plain text\n", e.what());
+      // Under mpirun stdout and stderr are forwarded separately and would interleave with the prompt: the
+      // notice goes to stdout there, as generate's figures do.
+      std::fprintf(launched_by_mpirun() ? stdout : stderr, "no chat template (%s): each line is completed as plain text\n",
+                   e.what());
+      std::fflush(stdout);
     }
   }
   ThreadPool pool(opt.model.threads);
