@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libhwy-dev nlohmann-json3-dev libcli11-dev
           libpcre2-dev libutf8proc-dev libgtest-dev libgmock-dev libbenchmark-dev libopenmpi-dev openmpi-bin
-          libcpp-httplib-dev libfmt-dev)
+          libcpp-httplib-dev libfmt-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
