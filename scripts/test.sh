@@ -29,7 +29,8 @@ echo "== build and test under AddressSanitizer + UndefinedBehaviorSanitizer"
 bash scripts/build.sh build-sanitize -DUNEVEN_SANITIZE=ON
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   LSAN_OPTIONS=suppressions="$PWD/tests/lsan_suppressions.txt" \
-  ctest --test-dir build-sanitize --output-on-failure -j"$((jobs + 1))" -E '^NetnsCluster\.'
+  ctest --test-dir build-sanitize --output-on-failure -j"$((jobs + 1))" -E '^(NetnsCluster|Memory)\.'
 # (The namespace-cluster tests run the same code as the multirank tests, over shaped links; the normal build
-# runs them, and under the sanitizers they only add minutes to a CI that must stay under 20. One job more
-# than cores: many sanitized tests wait on mpirun and child processes.)
+# runs them, and under the sanitizers they only add minutes to a CI that must stay under 20. The memory tests
+# measure resident sets, which the sanitizers' shadow memory and quarantine inflate. One job more than
+# cores: many sanitized tests wait on mpirun and child processes.)

@@ -8,8 +8,12 @@
 #include <sstream>
 
 #include "model/config.h"
+#include "model/tensor_file.h"
+#include "plan/plan.h"
 #include "test_files.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/json_integer.h"
 
 namespace uneven {
 namespace {
@@ -46,6 +50,95 @@ TEST(FuzzFindings, IntegerFieldsHoldingHugeFloatsAreNamed) {
   EXPECT_EQ(config_from_hf_json(j, "c.json").num_kv_heads, 2);
   j["eos_token_id"] = {1, 1e30};
   testing::expect_error([&] { config_from_hf_json(j, "c.json"); }, {"c.json", "eos_token_id lists 1e+30"});
+}
+
+// The files of one findings directory, each read whole.
+std::vector<std::pair<std::string, std::string>> findings(const std::string& target) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& entry : fs::directory_iterator(kFindings / target)) out.emplace_back(entry.path().string(), read_all(entry.path()));
+  return out;
+}
+
+// gguf_fuzz: a header whose block_count was ~1.2e9 made the per-layer metadata tables allocate 9.5 GB.
+TEST(FuzzFindings, GgufInputsAreRefusedWithErrors) {
+  int checked = 0;
+  for (const auto& [path, bytes] : findings("gguf")) {
+    SCOPED_TRACE(path);
+    EXPECT_THROW(
+        {
+          const TensorFiles tf = TensorFiles::open_gguf(path);
+          (void)config_from_gguf_metadata(tf.metadata(), path);
+        },
+        Error);
+    ++checked;
+  }
+  EXPECT_GE(checked, 1);
+  nlohmann::json md = {{"general.architecture", "llama"}, {"llama.embedding_length", 64}, {"llama.block_count", 1190000000},
+                       {"llama.attention.head_count", 4}, {"llama.feed_forward_length", 128}, {"llama.vocab_size", 10}};
+  testing::expect_error([&] { config_from_gguf_metadata(md, "m.gguf"); },
+                        {"m.gguf", "block_count is 1190000000", "from 1 to 65536 layers"});
+  md["llama.block_count"] = 2;
+  md["llama.context_length"] = 7.7e25;  // a float metadata value no int64 holds
+  testing::expect_error([&] { config_from_gguf_metadata(md, "m.gguf"); },
+                        {"m.gguf", "'llama.context_length' must be an integer", "7.7e+25"});
+  md["llama.context_length"] = 4096.0;  // a whole number stored as a float is taken
+  EXPECT_EQ(config_from_gguf_metadata(md, "m.gguf").max_position, 4096);
+}
+
+// plan_fuzz: an integer list holding 7.8e25 was converted to int64 (undefined behaviour). The harness
+// re-hashes mutated plans so they reach the field checks; the test does the same.
+TEST(FuzzFindings, PlanInputsAreRefusedWithErrors) {
+  int checked = 0;
+  for (const auto& [path, text] : findings("plan")) {
+    SCOPED_TRACE(path);
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_TRUE(j.is_object());
+    j["hash"] = plan_content_hash(j);
+    EXPECT_THROW(plan_from_json(j, path), Error);
+    ++checked;
+  }
+  EXPECT_GE(checked, 1);
+  nlohmann::json j = nlohmann::json::parse(findings("plan").front().second);
+  j["context"] = 1e300;
+  j["hash"] = plan_content_hash(j);
+  testing::expect_error([&] { plan_from_json(j, "p.json"); }, {"p.json: malformed plan", "'context' must be an integer", "1e+300"});
+}
+
+// tokenizer_fuzz: with "added_tokens" misspelt, the post-processor's template still added id 510 to a
+// vocabulary of 510 ids, and encode returned it.
+TEST(FuzzFindings, TokenizerInputsAreRefusedWithErrors) {
+  int checked = 0;
+  for (const auto& [path, bytes] : findings("tokenizer")) {
+    SCOPED_TRACE(path);
+    const nlohmann::json j = nlohmann::json::parse(bytes.substr(0, bytes.find('\0')), nullptr, false);
+    ASSERT_FALSE(j.is_discarded());
+    testing::expect_error([&] { tokenizer_from_hf_json(j, nullptr, path); },
+                          {path, "post_processor adds token id 510", "outside the vocabulary of"});
+    ++checked;
+  }
+  EXPECT_GE(checked, 1);
+}
+
+TEST(JsonInteger, AcceptsWholeNumbersInRangeOnly) {
+  using nlohmann::json;
+  EXPECT_EQ(json_integer<int>(json(7)), 7);
+  EXPECT_EQ(json_integer<int>(json(7.0)), 7);
+  EXPECT_EQ(json_integer<int>(json(-2147483648.0)), INT32_MIN);
+  EXPECT_EQ(json_integer<int>(json(2147483647.0)), INT32_MAX);
+  EXPECT_FALSE(json_integer<int>(json(2147483648.0)));
+  EXPECT_FALSE(json_integer<int>(json(int64_t(1) << 40)));
+  EXPECT_FALSE(json_integer<int>(json(7.5)));
+  EXPECT_FALSE(json_integer<int>(json("7")));
+  EXPECT_FALSE(json_integer<int64_t>(json(9.3e18)));
+  EXPECT_FALSE(json_integer<int64_t>(json(9223372036854775808.0)));  // 2^63
+  EXPECT_EQ(json_integer<int64_t>(json(-9223372036854775808.0)), INT64_MIN);
+  EXPECT_FALSE(json_integer<int64_t>(json(UINT64_MAX)));
+  EXPECT_EQ(json_integer<uint64_t>(json(UINT64_MAX)), UINT64_MAX);
+  EXPECT_FALSE(json_integer<uint64_t>(json(-1)));
+  EXPECT_FALSE(json_integer<uint64_t>(json(1.8446744073709552e19)));  // 2^64
+  EXPECT_FALSE(json_integer<int64_t>(json(1e30)));
+  testing::expect_error([] { require_json_integer<int>(json(3e9), "field 'x'"); },
+                        {"field 'x' must be an integer from -2147483648 to 2147483647, got 3000000000.0"});
 }
 
 }  // namespace

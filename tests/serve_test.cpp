@@ -10,6 +10,7 @@
 
 #include "chat/chat_template.h"
 #include "cli_run.h"
+#include "serve/http_client.h"
 #include "serve/server_process.h"
 #include "test_files.h"
 
@@ -21,32 +22,6 @@ using nlohmann::json;
 const fs::path kSource = UNEVEN_SOURCE_DIR;
 const std::string kStories = (kSource / "models/stories260K.gguf").string();
 const std::string kServe = std::string(UNEVEN_BINARY) + " serve --port 0 --threads 1 ";
-
-struct Reply {
-  int status = 0;  // 0: no response (text says why)
-  json body;
-  std::string text;
-};
-
-Reply post(int port, const std::string& path, const std::string& body, const httplib::Headers& headers = {}) {
-  httplib::Client c("127.0.0.1", port);
-  c.set_connection_timeout(5);
-  c.set_read_timeout(120);
-  auto r = c.Post(path.c_str(), headers, body, "application/json");
-  if (!r) return {0, nullptr, "no response: " + httplib::to_string(r.error())};
-  return {r->status, json::parse(r->body, nullptr, false), r->body};
-}
-Reply post(int port, const std::string& path, const json& body, const httplib::Headers& headers = {}) {
-  return post(port, path, body.dump(), headers);
-}
-Reply get(int port, const std::string& path, const httplib::Headers& headers = {}) {
-  httplib::Client c("127.0.0.1", port);
-  c.set_connection_timeout(5);
-  c.set_read_timeout(30);
-  auto r = c.Get(path.c_str(), headers);
-  if (!r) return {0, nullptr, "no response: " + httplib::to_string(r.error())};
-  return {r->status, json::parse(r->body, nullptr, false), r->body};
-}
 
 // The `data:` payloads of an SSE body, in order.
 std::vector<std::string> sse_data(const std::string& body) {

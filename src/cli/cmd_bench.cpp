@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/compute_setup.h"
 #include "cli/run_setup.h"
+#include "runtime/node_info.h"
 #include "engine/session.h"
 #include "util/error.h"
 
@@ -149,8 +150,8 @@ int run_bench(const BenchOptions& opt) {
   nlohmann::json mine = {
       {"rank", comm.rank()},
       {"weight_bytes", run.model->weights().bytes},
-      {"planned_weight_bytes", run.setup.planned_weight_bytes.empty() ? run.model->weights().bytes
-                                                                      : run.setup.planned_weight_bytes[size_t(comm.rank())]},
+      {"planned_weight_bytes", run.setup.planned[size_t(comm.rank())].weights},
+      {"planned_bytes", run.setup.planned[size_t(comm.rank())].total()},
       {"resident_weight_bytes", run.resident_weight_bytes},
       {"file_bytes_read", run.file_bytes_read},
       {"os_file_bytes_loaded", run.os_file_bytes_loaded},
@@ -176,6 +177,7 @@ int run_bench(const BenchOptions& opt) {
     stream_rates.emplace_back(n, batched_decode_tokens_per_second(*run.model, *compute.session_comm, *compute.backend,
                                                                   n, opt.decode_tokens, std::min<int64_t>(context, 8 + opt.decode_tokens + 2)));
   }
+  mine["peak_resident_bytes"] = peak_resident_memory_bytes();
   std::vector<std::string> ranks_json = all_gather_strings(comm, mine.dump());
   if (!run.leader()) return 0;
 

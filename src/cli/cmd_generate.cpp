@@ -8,6 +8,7 @@
 #include "cli/run_setup.h"
 #include "comm/collective.h"
 #include "engine/generator.h"
+#include "runtime/memory_report.h"
 #include "util/error.h"
 #include "util/text_file.h"
 
@@ -41,6 +42,7 @@ int run_generate(const GenerateOptions& opt) {
   else if (request.prompt.empty()) fail("give a prompt: --prompt TEXT or --prompt-file FILE");
   request.record_logits = !opt.logits_out.empty();
   GenerateResult r = generate(session, *run.comm, run.files.tokenizer.get(), request, on_text);
+  const nlohmann::json memory = gather_memory_report(*run.comm, run.setup.planned[size_t(run.comm->rank())]);
   if (!run.leader()) return 0;
   if (!opt.logits_out.empty()) {
     std::FILE* f = std::fopen(opt.logits_out.c_str(), "wb");
@@ -59,6 +61,7 @@ int run_generate(const GenerateOptions& opt) {
         {"prompt_tokens_per_second", r.prompt_tokens_per_second()},
         {"generated_tokens", r.generated_ids.size()},
         {"decode_tokens_per_second", r.decode_tokens_per_second()},
+        {"memory", memory},
     };
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
@@ -70,6 +73,7 @@ int run_generate(const GenerateOptions& opt) {
     std::fprintf(figures, "prompt: %zu tokens, %.1f tok/s | generated: %zu tokens, %.1f tok/s | finish: %s\n",
                  r.prompt_ids.size(), r.prompt_tokens_per_second(), r.generated_ids.size(), r.decode_tokens_per_second(),
                  r.finish_reason.c_str());
+    std::fputs(describe_memory_report(memory).c_str(), figures);
   }
   return 0;
 }

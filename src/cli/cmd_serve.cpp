@@ -72,7 +72,9 @@ nlohmann::json gather_cluster(Run& run, const Session& session, const ServeOptio
       {"host", host_name()},
       {"device", opt.model.device},
       {"weight_bytes", weights},
-      {"planned_bytes", run.setup.planned_weight_bytes.empty() ? weights : run.setup.planned_weight_bytes[size_t(rank)]},
+      {"planned_bytes", run.setup.planned[size_t(rank)].weights},
+      {"planned_memory_bytes", run.setup.planned[size_t(rank)].total()},  // weights, KV cache, state and reserve
+      {"pid", int(::getpid())},  // for an operator (or a test) watching each rank's process
       {"resident_weight_bytes", run.resident_weight_bytes},
       {"kv_cache_bytes", session.kv_cache_bytes() + session.state_bytes()},
       {"resident_bytes", resident_memory_bytes()},

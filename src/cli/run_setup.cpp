@@ -6,6 +6,7 @@
 
 #include "cli/compute_setup.h"
 #include "cli/launcher.h"
+#include "engine/weight_format.h"
 #include "runtime/node_info.h"
 #include "util/error.h"
 
@@ -18,6 +19,9 @@ void DistributedOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--split", cluster.split, "explicit target shares per rank, e.g. 5,2,1");
   cmd.add_option("--mode", cluster.mode, "auto | tensor | equal | pipeline")
       ->check(CLI::IsMember({"auto", "tensor", "equal", "pipeline"}));
+  cmd.add_option("--reserve", cluster.reserve,
+                 "memory kept free per rank for activations and the runtime, e.g. 256M (default: 1G, or an eighth "
+                 "of the smallest rank's memory if less)");
   cmd.add_option("--plan", cluster.plan_file, "use this plan (from `uneven plan --json`) instead of planning");
 }
 
@@ -41,8 +45,12 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
     CostModel cost;
     cost.context = model_opts.context_for(run.files.config);
     cost.batch = dist.cluster.sequences;
-    const Usage need = rank_usage(run.files.config, run.setup.slices, cost);
+    cost.weights = stored_weight_format(run.files.config, *run.files.weights);
+    Usage need = rank_usage(run.files.config, run.setup.slices, cost);
     const uint64_t available = available_memory_bytes();
+    need.reserve = dist.cluster.reserve.empty() ? default_reserve({NodeSpec{"this machine", available, 0}})
+                                                : parse_size(dist.cluster.reserve);
+    run.setup.planned = {need};  // the budget a one-rank plan would give it, for the memory report
     if (available > 0 && need.kv_cache + need.state > available)
       fail("{} sequence(s) at a context of {} tokens need {} of KV cache and state, but {} of memory is available; "
            "give a smaller --context{}", cost.batch, cost.context, format_bytes(double(need.kv_cache + need.state)),

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/json_integer.h"
 
 namespace uneven {
 namespace {
@@ -48,17 +49,30 @@ template <typename T>
 T get_or(const json& j, const char* key, T fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
+  // An integer written as a float (4096.0) is taken; a float no int64 holds (1e30) is refused here rather
+  // than converted, which is undefined behaviour (found by fuzz/config_fuzz), in lists too.
+  auto integer = [&](const json& v) {
+    if (std::optional<int64_t> x = json_integer<int64_t>(v)) return *x;
+    throw json::other_error::create(501, fmt::format("field '{}' must be an integer, got {}", key, v.dump()), &v);
+  };
   if constexpr (std::is_same_v<T, int64_t>) {
-    // An integer written as a float (4096.0) is taken; a float no int64 holds (1e30, NaN) is refused here
-    // rather than converted, which is undefined behaviour (found by fuzz/config_fuzz).
-    if (it->is_number_float()) {
-      const double v = it->get<double>();
-      if (!(v >= -9.2e18 && v <= 9.2e18) || v != std::floor(v))
-        throw json::other_error::create(501, fmt::format("field '{}' must be an integer, got {}", key, it->dump()), &*it);
-      return int64_t(v);
+    if (it->is_number()) return integer(*it);
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    if (it->is_array()) {
+      T out;
+      for (const json& e : *it) out.push_back(integer(e));
+      return out;
     }
   }
   return it->get<T>();
+}
+
+// Per-layer tables are sized from the layer count before any tensor is seen, so a count no model has
+// (block_count 1e9 made the GGUF reader allocate 9.5 GB; found by fuzz/gguf_fuzz) is refused first.
+constexpr int64_t kMaxLayers = 1 << 16;
+int64_t checked_layer_count(int64_t n, const char* key, const std::string& source) {
+  if (n < 1 || n > kMaxLayers) fail("{}: {} is {}; a model has from 1 to {} layers", source, key, n, kMaxLayers);
+  return n;
 }
 
 int64_t require_int(const json& j, const char* key, const std::string& source) {
@@ -104,7 +118,7 @@ ModelConfig config_from_hf_json(const json& root, const std::string& source) {
   const FamilyTraits& traits = family(c.architecture, source);
   try {
     c.hidden_size = require_int(j, "hidden_size", source);
-    c.num_layers = require_int(j, "num_hidden_layers", source);
+    c.num_layers = checked_layer_count(require_int(j, "num_hidden_layers", source), "num_hidden_layers", source);
     c.num_heads = require_int(j, "num_attention_heads", source);
     c.num_kv_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_heads);
     c.head_dim = get_or<int64_t>(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
@@ -237,20 +251,25 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
   auto need = [&](const char* suffix) {
     auto it = md.find(key(suffix));
     if (it == md.end() || !it->is_number()) fail("{}: GGUF metadata lacks numeric key '{}'", source, key(suffix));
-    return it->get<int64_t>();
+    return require_json_integer<int64_t>(*it, fmt::format("{}: GGUF metadata key '{}'", source, key(suffix)));
   };
   auto opt = [&](const char* suffix, double fallback) {
     auto it = md.find(key(suffix));
     return it == md.end() || !it->is_number() ? fallback : it->get<double>();
   };
+  auto opt_int = [&](const char* suffix, int64_t fallback) {
+    auto it = md.find(key(suffix));
+    if (it == md.end() || !it->is_number()) return fallback;
+    return require_json_integer<int64_t>(*it, fmt::format("{}: GGUF metadata key '{}'", source, key(suffix)));
+  };
   ModelConfig c;
   c.architecture = ga.model_type;
   c.hidden_size = need("embedding_length");
-  c.num_layers = need("block_count");
+  c.num_layers = checked_layer_count(need("block_count"), "block_count", source);
   c.num_heads = need("attention.head_count");
-  c.num_kv_heads = int64_t(opt("attention.head_count_kv", double(c.num_heads)));
-  c.head_dim = int64_t(opt("attention.key_length", c.num_heads > 0 ? double(c.hidden_size / c.num_heads) : 0));
-  c.max_position = int64_t(opt("context_length", 2048));
+  c.num_kv_heads = opt_int("attention.head_count_kv", c.num_heads);
+  c.head_dim = opt_int("attention.key_length", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
+  c.max_position = opt_int("context_length", 2048);
   c.rms_norm_eps = opt("attention.layer_norm_rms_epsilon", 1e-5);
   c.rope_theta = opt("rope.freq_base", 10000.0);
   double rot = opt("rope.dimension_count", double(c.head_dim));
@@ -261,62 +280,63 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
   c.attn_output_gate = traits.attn_output_gate;
   // llama.cpp's converter adds the 1 of (1 + w) RMSNorms to the weights (Qwen3NextModel.modify_tensors).
   c.norm_weight_offset = 0.0f;
-  c.vocab_size = int64_t(opt("vocab_size", 0));
+  c.vocab_size = opt_int("vocab_size", 0);
   if (c.vocab_size == 0)
     if (auto it = md.find("tokenizer.ggml.tokens"); it != md.end() && it->is_array()) c.vocab_size = int64_t(it->size());
   if (auto it = md.find(key("rope.scaling.type")); it != md.end() && it->is_string()) {
     c.rope_scaling.type = it->get<std::string>() == "none" ? "default" : it->get<std::string>();
     c.rope_scaling.factor = opt("rope.scaling.factor", 1.0);
-    c.rope_scaling.original_max_position = int64_t(opt("rope.scaling.original_context_length", 8192));
+    c.rope_scaling.original_max_position = opt_int("rope.scaling.original_context_length", 8192);
   }
   const size_t layers = size_t(std::max<int64_t>(c.num_layers, 0));
 
-  // A per-layer key (llama.cpp's get_key_or_arr) as one value per layer.
-  auto per_layer = [&](const char* suffix, double fallback) {
-    std::vector<double> v(layers, fallback);
+  // A per-layer key (llama.cpp's get_key_or_arr) as one integer per layer.
+  auto per_layer = [&](const char* suffix, int64_t fallback) {
+    std::vector<int64_t> v(layers, fallback);
     auto it = md.find(key(suffix));
     if (it == md.end()) return v;
+    const std::string what = fmt::format("{}: GGUF metadata key '{}'", source, key(suffix));
     if (!it->is_array()) {
-      v.assign(layers, number(*it, suffix));
+      v.assign(layers, require_json_integer<int64_t>(*it, what));
       return v;
     }
     if (it->size() != layers)
       fail("{}: GGUF metadata key '{}' has {} entries but block_count is {}", source, key(suffix), it->size(), layers);
-    for (size_t l = 0; l < layers; ++l) v[l] = number((*it)[l], suffix);
+    for (size_t l = 0; l < layers; ++l) v[l] = require_json_integer<int64_t>((*it)[l], what);
     return v;
   };
 
   // Dense FFN width: one value, or one per layer (0 for MoE layers); the engine has one width.
-  for (double ff : per_layer("feed_forward_length", 0)) {
+  for (int64_t ff : per_layer("feed_forward_length", 0)) {
     if (ff == 0) continue;
-    if (c.intermediate_size != 0 && int64_t(ff) != c.intermediate_size)
+    if (c.intermediate_size != 0 && ff != c.intermediate_size)
       fail("{}: GGUF metadata key '{}' gives dense layers different widths ({} and {})", source,
-           key("feed_forward_length"), c.intermediate_size, int64_t(ff));
-    c.intermediate_size = int64_t(ff);
+           key("feed_forward_length"), c.intermediate_size, ff);
+    c.intermediate_size = ff;
   }
 
   // Mixture of experts. Which layers route: every layer, unless interleave_moe_layer_step (Hugging Face's
   // decoder_sparse_step), leading_dense_block_count, or a per-layer expert_feed_forward_length with 0 for
   // the dense layers (Hugging Face's mlp_only_layers) says otherwise.
-  c.num_experts = int64_t(opt("expert_count", 0));
+  c.num_experts = opt_int("expert_count", 0);
   if (c.num_experts > 0) {
-    c.num_experts_per_tok = int64_t(opt("expert_used_count", 0));
-    c.shared_expert_intermediate_size = int64_t(opt("expert_shared_feed_forward_length", 0));
+    c.num_experts_per_tok = opt_int("expert_used_count", 0);
+    c.shared_expert_intermediate_size = opt_int("expert_shared_feed_forward_length", 0);
     c.norm_topk_prob = ga.norm_topk_prob;
     if (auto it = md.find(key("expert_weights_norm")); it != md.end() && it->is_boolean()) c.norm_topk_prob = it->get<bool>();
-    const std::vector<double> expert_ff = per_layer("expert_feed_forward_length", 0);
-    const int64_t step = int64_t(opt("interleave_moe_layer_step", 1));
-    const int64_t leading_dense = int64_t(opt("leading_dense_block_count", 0));
+    const std::vector<int64_t> expert_ff = per_layer("expert_feed_forward_length", 0);
+    const int64_t step = opt_int("interleave_moe_layer_step", 1);
+    const int64_t leading_dense = opt_int("leading_dense_block_count", 0);
     if (step <= 0) fail("{}: GGUF metadata key '{}' must be positive, got {}", source, key("interleave_moe_layer_step"), step);
     c.layer_is_moe.assign(layers, false);
     for (size_t l = 0; l < layers; ++l) {
       const bool moe = int64_t(l) >= leading_dense && (int64_t(l) + 1) % step == 0 && expert_ff[l] > 0;
       c.layer_is_moe[l] = moe;
       if (!moe) continue;
-      if (c.moe_intermediate_size != 0 && int64_t(expert_ff[l]) != c.moe_intermediate_size)
+      if (c.moe_intermediate_size != 0 && expert_ff[l] != c.moe_intermediate_size)
         fail("{}: GGUF metadata key '{}' gives MoE layers different expert widths ({} and {})", source,
-             key("expert_feed_forward_length"), c.moe_intermediate_size, int64_t(expert_ff[l]));
-      c.moe_intermediate_size = int64_t(expert_ff[l]);
+             key("expert_feed_forward_length"), c.moe_intermediate_size, expert_ff[l]);
+      c.moe_intermediate_size = expert_ff[l];
     }
     if (c.moe_intermediate_size == 0)
       fail("{}: GGUF metadata has {} = {} but no positive '{}'", source, key("expert_count"), c.num_experts,
@@ -345,7 +365,7 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
         if ((*it)[l].is_boolean() ? (*it)[l].get<bool>() : number((*it)[l], "attention.recurrent_layers") != 0)
           c.layer_types[l] = LayerKind::LinearAttention;
     } else {
-      const int64_t interval = int64_t(opt("full_attention_interval", 4));
+      const int64_t interval = opt_int("full_attention_interval", 4);
       if (interval <= 0) fail("{}: GGUF metadata key '{}' must be positive, got {}", source, key("full_attention_interval"), interval);
       for (size_t l = 0; l < layers; ++l)
         if ((int64_t(l) + 1) % interval != 0) c.layer_types[l] = LayerKind::LinearAttention;
@@ -358,7 +378,9 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
   }
 
   c.bos_token_id = get_or<int64_t>(md, "tokenizer.ggml.bos_token_id", -1);
-  if (md.contains("tokenizer.ggml.eos_token_id")) c.eos_token_ids.push_back(md["tokenizer.ggml.eos_token_id"].get<int64_t>());
+  if (md.contains("tokenizer.ggml.eos_token_id"))
+    c.eos_token_ids.push_back(require_json_integer<int64_t>(md["tokenizer.ggml.eos_token_id"],
+                                                            source + ": GGUF metadata key 'tokenizer.ggml.eos_token_id'"));
   validate(c, source);
   return c;
 }

@@ -4,6 +4,7 @@
 
 #include "plan/plan.h"
 #include "util/error.h"
+#include "util/json_integer.h"
 
 namespace uneven {
 namespace {
@@ -22,11 +23,33 @@ std::string fnv1a64(const std::string& text) {
   return buf;
 }
 
+// An integer (or a list of them) the plan must hold, refused as malformed when it does not fit T (a float
+// like 7e25 would otherwise be converted with undefined behaviour; found by fuzz/plan_fuzz).
+template <typename T>
+T integer(const json& v, const char* what) {
+  if (std::optional<T> x = json_integer<T>(v)) return *x;
+  throw json::other_error::create(501, fmt::format("'{}' must be an integer from {} to {}, got {}", what,
+                                                   std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), v.dump()),
+                                  &v);
+}
+template <typename T>
+T int_at(const json& j, const char* key) {
+  return integer<T>(j.at(key), key);
+}
+template <typename T>
+std::vector<T> ints_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_array()) throw json::type_error::create(302, fmt::format("'{}' must be an array, got {}", key, v.dump()), &v);
+  std::vector<T> out;
+  for (const json& e : v) out.push_back(integer<T>(e, key));
+  return out;
+}
+
 json range_json(const Range& r) { return json::array({r.begin, r.end}); }
 
 Range range_from(const json& j) {
   if (!j.is_array() || j.size() != 2) fail("expected [begin, end], got {}", j.dump());
-  return {j[0].get<int64_t>(), j[1].get<int64_t>()};
+  return {integer<int64_t>(j[0], "range begin"), integer<int64_t>(j[1], "range end")};
 }
 
 json usage_json(const Usage& u) {
@@ -35,10 +58,10 @@ json usage_json(const Usage& u) {
 
 Usage usage_from(const json& j) {
   Usage u;
-  u.weights = j.at("weights").get<uint64_t>();
-  u.kv_cache = j.at("kv_cache").get<uint64_t>();
-  u.state = j.at("state").get<uint64_t>();
-  u.reserve = j.at("reserve").get<uint64_t>();
+  u.weights = int_at<uint64_t>(j, "weights");
+  u.kv_cache = int_at<uint64_t>(j, "kv_cache");
+  u.state = int_at<uint64_t>(j, "state");
+  u.reserve = int_at<uint64_t>(j, "reserve");
   u.read = j.at("read").get<double>();
   return u;
 }
@@ -49,7 +72,7 @@ void put_if(json& j, const char* key, const std::vector<int64_t>& v) {
 
 std::vector<int64_t> get_if(const json& j, const char* key) {
   auto it = j.find(key);
-  return it == j.end() ? std::vector<int64_t>{} : it->get<std::vector<int64_t>>();
+  return it == j.end() ? std::vector<int64_t>{} : ints_at<int64_t>(j, key);
 }
 
 }  // namespace
@@ -143,7 +166,7 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (!j.is_object() || j.value("format", "") != "uneven-plan") fail("{}: not an uneven plan (no \"format\": \"uneven-plan\")", source);
   Plan p;
   try {
-    p.version = j.at("version").get<int>();
+    p.version = int_at<int>(j, "version");
     if (p.version != Plan::kVersion)
       fail("{}: plan version {} is not supported by this build (it reads version {})", source, p.version, Plan::kVersion);
     p.hash = j.at("hash").get<std::string>();
@@ -155,42 +178,42 @@ Plan plan_from_json(const json& j, const std::string& source) {
     p.config_hash = j.at("config_hash").get<std::string>();
     const json& w = j.at("weights");
     p.cost.weights.name = w.at("name").get<std::string>();
-    p.cost.weights.bits = w.at("bits").get<int>();
+    p.cost.weights.bits = int_at<int>(w, "bits");
     p.cost.weights.quantized = w.at("quantized").get<bool>();
-    p.cost.weights.group = w.at("group").get<int64_t>();
-    p.cost.weights.scale_bytes = w.at("scale_bytes").get<int>();
-    p.cost.kv_bytes = j.at("kv_bytes").get<int>();
-    p.cost.context = j.at("context").get<int64_t>();
-    p.cost.batch = j.at("batch").get<int64_t>();
-    p.reserve = j.at("reserve").get<uint64_t>();
+    p.cost.weights.group = int_at<int64_t>(w, "group");
+    p.cost.weights.scale_bytes = int_at<int>(w, "scale_bytes");
+    p.cost.kv_bytes = int_at<int>(j, "kv_bytes");
+    p.cost.context = int_at<int64_t>(j, "context");
+    p.cost.batch = int_at<int64_t>(j, "batch");
+    p.reserve = int_at<uint64_t>(j, "reserve");
     p.mode = parse_mode(j.at("mode").get<std::string>());
     if (p.mode == PlanMode::Auto) fail("{}: a plan's mode cannot be auto", source);
     const json& a = j.at("alignment");
-    p.align = {a.at("q_heads").get<int64_t>(), a.at("linear_v_heads").get<int64_t>(), a.at("columns").get<int64_t>(),
-               a.at("vocab").get<int64_t>()};
-    p.world_size = j.at("world_size").get<int>();
+    p.align = {int_at<int64_t>(a, "q_heads"), int_at<int64_t>(a, "linear_v_heads"), int_at<int64_t>(a, "columns"),
+               int_at<int64_t>(a, "vocab")};
+    p.world_size = int_at<int>(j, "world_size");
     for (const json& n : j.at("nodes")) {
       NodePlan np;
-      np.spec = {n.at("name").get<std::string>(), n.at("memory").get<uint64_t>(), n.at("bandwidth").get<double>()};
-      np.rank = n.at("rank").get<int>();
+      np.spec = {n.at("name").get<std::string>(), int_at<uint64_t>(n, "memory"), n.at("bandwidth").get<double>()};
+      np.rank = int_at<int>(n, "rank");
       np.target = n.at("target").get<double>();
       np.usage = usage_from(n.at("usage"));
       np.time_s = n.at("time_s").get<double>();
       np.note = n.at("note").get<std::string>();
       p.nodes.push_back(std::move(np));
     }
-    for (const json& s : j.at("stages")) p.stages.push_back({range_from(s.at("layers")), s.at("ranks").get<std::vector<int>>()});
+    for (const json& s : j.at("stages")) p.stages.push_back({range_from(s.at("layers")), ints_at<int>(s, "ranks")});
     for (const json& l : j.at("layers"))
       p.layers.push_back({get_if(l, "q_heads"), get_if(l, "linear_v_heads"), get_if(l, "mlp_cols"), get_if(l, "expert_cols"),
                           get_if(l, "shared_expert_cols")});
-    p.embedding_rows = j.at("embedding_rows").get<std::vector<int64_t>>();
-    p.output_rows = j.at("output_rows").get<std::vector<int64_t>>();
+    p.embedding_rows = ints_at<int64_t>(j, "embedding_rows");
+    p.output_rows = ints_at<int64_t>(j, "output_rows");
     p.time_s = j.at("time_s").get<double>();
     p.bandwidth_known = j.at("bandwidth_known").get<bool>();
     if (j.contains("link")) {  // plans written before links were modelled have neither
       p.link.all_reduce_s = j.at("link").at("all_reduce_s").get<double>();
       p.link.bandwidth = j.at("link").at("bandwidth").get<double>();
-      p.comm.syncs = j.at("comm").at("syncs").get<int64_t>();
+      p.comm.syncs = int_at<int64_t>(j.at("comm"), "syncs");
       p.comm.bulk_bytes = j.at("comm").at("bulk_bytes").get<double>();
       p.comm.seconds = j.at("comm").at("seconds").get<double>();
     }

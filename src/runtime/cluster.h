@@ -24,6 +24,7 @@ struct ClusterOptions {
   std::string plan_file;  // a plan written by `uneven plan --json`; used instead of planning
   int64_t context = 4096;
   int64_t sequences = 1;  // sequences held at once (a server's batch), each with its own KV cache and state
+  std::string reserve;    // "256M": memory kept free per rank for activations and the runtime; empty: default_reserve
   WeightFormat weights = parse_dtype("bf16");  // as stored in this model's files; set at start
   LinkSpec link;                               // as measured between the ranks at start
 };
@@ -33,7 +34,7 @@ struct RankSetup {
   RankSlices slices;
   std::string plan_json;  // the plan every rank verified (rank 0 prints it on request)
   double predicted_seconds_per_token = 0;
-  std::vector<uint64_t> planned_weight_bytes;  // per rank
+  std::vector<Usage> planned;  // per rank: the plan's weights, KV cache, state and reserve (its memory budget)
 };
 
 // A rank's own facts, as sent to rank 0. `open_error` is non-empty when this rank could not open its

@@ -34,7 +34,7 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
   PlanRequest request;
   for (const NodeFacts& n : nodes)
     request.nodes.push_back({fmt::format("rank {} ({})", n.rank, n.host), n.memory_bytes, n.bandwidth_gbps});
-  request.reserve = default_reserve(request.nodes);
+  request.reserve = options.reserve.empty() ? default_reserve(request.nodes) : parse_size(options.reserve);
   request.cost.weights = options.weights;
   request.cost.context = options.context;
   request.cost.batch = options.sequences;
@@ -62,7 +62,7 @@ RankSetup rank_setup_from_plan_json(const std::string& plan_json, const ModelCon
   setup.slices = rank_slices(plan, config, rank);
   setup.plan_json = plan_json;
   setup.predicted_seconds_per_token = plan.time_s;
-  for (int r = 0; r < world_size; ++r) setup.planned_weight_bytes.push_back(plan.node_of_rank(r).usage.weights);
+  for (int r = 0; r < world_size; ++r) setup.planned.push_back(plan.node_of_rank(r).usage);
   return setup;
 }
 

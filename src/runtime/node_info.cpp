@@ -46,6 +46,8 @@ uint64_t process_read_bytes() { return proc_field("/proc/self/io", "rchar:", 1);
 
 uint64_t resident_file_bytes() { return proc_field("/proc/self/status", "RssFile:", 1024); }
 
+uint64_t peak_resident_memory_bytes() { return proc_field("/proc/self/status", "VmHWM:", 1024); }
+
 uint64_t fnv1a64(const void* data, size_t size, uint64_t h) {
   const auto* p = static_cast<const unsigned char*>(data);
   for (size_t i = 0; i < size; ++i) h = (h ^ p[i]) * 0x100000001b3ull;

@@ -1,6 +1,7 @@
 // The Hugging Face encode pipeline: added tokens in the raw text, normalizer, added tokens in the
 // normalized text, pre-tokenizer, BPE per piece, post-processor; and decode through the decoder.
 #include "tokenizer/bpe_tokenizer.h"
+#include "util/error.h"
 
 #include <algorithm>
 #include <unordered_map>
@@ -29,6 +30,15 @@ class BpeTokenizer : public Tokenizer {
     raw_matcher_ = AddedTokenMatcher(std::move(raw));
     normalized_matcher_ = AddedTokenMatcher(std::move(normalized));
     vocab_size_ = std::max<int64_t>(vocab_size_, int64_t(p_.model->max_id()) + 1);
+    // Ids the post-processor adds come from its own table: one outside the vocabulary would reach the
+    // model as an out-of-range embedding row (found by fuzz/tokenizer_fuzz).
+    if (p_.post_processor)
+      for (TokenId id : p_.post_processor->inserted_ids())
+        if (id < 0 || int64_t(id) >= vocab_size_)
+          fail("{}: the post_processor adds token id {}, outside the vocabulary of {} tokens (model.vocab and "
+               "added_tokens)", p_.source, id, vocab_size_);
+    if (int64_t(p_.bos) >= vocab_size_)
+      fail("{}: the beginning-of-sequence token id {} is outside the vocabulary of {} tokens", p_.source, p_.bos, vocab_size_);
   }
 
   std::vector<TokenId> encode(std::string_view text, bool add_special) const override {

@@ -38,6 +38,7 @@ class PostProcessor {
  public:
   virtual ~PostProcessor() = default;
   virtual void process(std::vector<TokenId>& ids) const = 0;  // adds the special tokens of one sequence
+  virtual std::vector<TokenId> inserted_ids() const = 0;      // every id process() may add (checked at load)
 };
 
 // Each returns nullptr for a JSON null; throws uneven::Error naming `source` for unsupported types.

@@ -5,6 +5,7 @@
 
 #include "tokenizer/bpe_tokenizer.h"
 #include "util/error.h"
+#include "util/json_integer.h"
 
 namespace uneven {
 namespace {
@@ -68,7 +69,7 @@ TokenId template_bos(const nlohmann::json& post) {
   const auto& specials = post.value("special_tokens", nlohmann::json::object());
   if (!specials.contains(name) || !specials[name].contains("ids") || specials[name]["ids"].size() != 1) return -1;
   const auto& id = specials[name]["ids"][0];
-  return id.is_number_integer() ? id.get<TokenId>() : -1;
+  return json_integer<TokenId>(id).value_or(-1);
 }
 
 }  // namespace
@@ -85,8 +86,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(const nlohmann::json& tj, cons
   if (!vj.is_object()) fail("{}: model.vocab must be an object of token -> id", source);
   vocab.reserve(vj.size());
   for (auto it = vj.begin(); it != vj.end(); ++it) {
-    if (!it.value().is_number_integer()) fail("{}: model.vocab['{}'] is not an integer id", source, it.key());
-    vocab.emplace(it.key(), it.value().get<TokenId>());
+    const std::optional<TokenId> id = json_integer<TokenId>(it.value());
+    if (!id || *id < 0) fail("{}: model.vocab['{}'] is {}, not a token id", source, it.key(), it.value().dump());
+    vocab.emplace(it.key(), *id);
   }
   BpeModel::Options options;
   const std::string where = source + " model";
@@ -108,8 +110,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_hf_json(const nlohmann::json& tj, cons
       AddedToken t;
       t.content = json_get::string(a, "content", "", w);
       const auto& id = json_get::required(a, "id", w);
-      if (!id.is_number_integer() || id.get<int64_t>() < 0) fail("{}: '{}' has a bad id {}", w, t.content, id.dump());
-      t.id = id.get<TokenId>();
+      const std::optional<TokenId> tid = json_integer<TokenId>(id);
+      if (!tid || *tid < 0) fail("{}: '{}' has a bad id {}", w, t.content, id.dump());
+      t.id = *tid;
       t.special = json_get::boolean(a, "special", false, w);
       t.lstrip = json_get::boolean(a, "lstrip", false, w);
       t.rstrip = json_get::boolean(a, "rstrip", false, w);

@@ -2,6 +2,7 @@
 // BertProcessing, ByteLevel (no change to ids), Sequence.
 #include "tokenizer/components.h"
 #include "util/error.h"
+#include "util/json_integer.h"
 
 namespace uneven {
 namespace {
@@ -9,6 +10,7 @@ namespace {
 class IdentityPost : public PostProcessor {
  public:
   void process(std::vector<TokenId>&) const override {}
+  std::vector<TokenId> inserted_ids() const override { return {}; }
 };
 
 // The "single" template: a list of the sequence ($A) and special tokens, each with its ids.
@@ -27,8 +29,9 @@ class TemplatePost : public PostProcessor {
         if (it == specials.end()) fail("{}: template token '{}' is not in special_tokens", source, name);
         Item s{false, {}};
         for (const auto& v : json_get::required(*it, "ids", source)) {
-          if (!v.is_number_integer()) fail("{}: special token '{}' has a non-integer id {}", source, name, v.dump());
-          s.ids.push_back(v.get<TokenId>());
+          const std::optional<TokenId> id = json_integer<TokenId>(v);
+          if (!id) fail("{}: special token '{}' has id {}, not a token id", source, name, v.dump());
+          s.ids.push_back(*id);
         }
         items_.push_back(std::move(s));
       } else {
@@ -44,6 +47,11 @@ class TemplatePost : public PostProcessor {
       else out.insert(out.end(), it.ids.begin(), it.ids.end());
     }
     ids = std::move(out);
+  }
+  std::vector<TokenId> inserted_ids() const override {
+    std::vector<TokenId> all;
+    for (const Item& it : items_) all.insert(all.end(), it.ids.begin(), it.ids.end());
+    return all;
   }
 
  private:
@@ -62,13 +70,14 @@ class ClsSepPost : public PostProcessor {
     ids.insert(ids.begin(), cls_);
     ids.push_back(sep_);
   }
+  std::vector<TokenId> inserted_ids() const override { return {cls_, sep_}; }
 
  private:
   static TokenId id_of(const nlohmann::json& j, const char* key, const std::string& source) {
     const auto& v = json_get::required(j, key, source);
-    if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer())
-      fail("{}: '{}' must be [token, id], got {}", source, key, v.dump());
-    return v[1].get<TokenId>();
+    const std::optional<TokenId> id = v.is_array() && v.size() == 2 ? json_integer<TokenId>(v[1]) : std::nullopt;
+    if (!id) fail("{}: '{}' must be [token, id], got {}", source, key, v.dump());
+    return *id;
   }
   TokenId cls_, sep_;
 };
@@ -78,6 +87,14 @@ class SequencePost : public PostProcessor {
   explicit SequencePost(std::vector<std::unique_ptr<PostProcessor>> steps) : steps_(std::move(steps)) {}
   void process(std::vector<TokenId>& ids) const override {
     for (const auto& s : steps_) s->process(ids);
+  }
+  std::vector<TokenId> inserted_ids() const override {
+    std::vector<TokenId> all;
+    for (const auto& s : steps_) {
+      const std::vector<TokenId> mine = s->inserted_ids();
+      all.insert(all.end(), mine.begin(), mine.end());
+    }
+    return all;
   }
 
  private:
