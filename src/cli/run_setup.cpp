@@ -22,6 +22,9 @@ void DistributedOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--reserve", cluster.reserve,
                  "memory kept free per rank for activations and the runtime, e.g. 256M (default: 1G, or an eighth "
                  "of the smallest rank's memory if less)");
+  cmd.add_option("--peer-timeout", peer_timeout_s,
+                 "seconds without a heartbeat from a rank before the job ends naming it (default 5; 0: off)")
+      ->check(CLI::NonNegativeNumber);
   cmd.add_option("--plan", cluster.plan_file, "use this plan (from `uneven plan --json`) instead of planning");
 }
 
@@ -38,6 +41,10 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
   const bool distributed = launched_by_mpirun();
   run.comm = distributed ? make_mpi_collective() : make_local_collective();
   const bool leader = run.comm->rank() == 0;
+  // From here on a rank that goes silent (link down, host frozen) ends the job within the timeout instead
+  // of leaving the others in a collective forever.
+  if (distributed && dist.peer_timeout_s > 0)
+    run.watchdog = std::make_unique<PeerWatchdog>(*run.comm, PeerWatchdogOptions{0.25, dist.peer_timeout_s});
   if (!distributed) {
     run.files = open_model(model_opts.model_path, model_opts.open_options(need_tokenizer));
     run.setup.slices = single_rank_slices(run.files.config);

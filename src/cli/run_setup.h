@@ -7,18 +7,21 @@
 
 #include "cli/model_options.h"
 #include "comm/collective.h"
+#include "comm/peer_watchdog.h"
 #include "runtime/cluster.h"
 
 namespace uneven::cli {
 
 struct DistributedOptions {
   int ranks = 1;  // > 1 and not under mpirun: start mpirun with this many local ranks
+  double peer_timeout_s = 5.0;  // a rank silent this long is lost and the job ends (0: never)
   ClusterOptions cluster;
   void add_to(CLI::App& cmd);
 };
 
 struct Run {
   std::unique_ptr<Collective> comm;
+  std::unique_ptr<PeerWatchdog> watchdog;  // multi-rank runs: ends the job when a rank goes silent
   ModelFiles files;
   RankSetup setup;
   std::unique_ptr<Model> model;

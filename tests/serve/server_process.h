@@ -1,5 +1,6 @@
-// Test-only: runs `uneven serve` in its own process group, waits for its "listening on" line, stops it with
-// SIGTERM (SIGKILL after a bound), and raw HTTP exchanges for requests a client library would not send.
+// Test-only: runs `uneven serve` (or any command) in its own process group, waits for its "listening on" line,
+// stops it with SIGTERM (SIGKILL after a bound), and raw HTTP exchanges for requests a client library would
+// not send.
 #pragma once
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -46,6 +47,20 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  // Waits up to timeout_s for the process to end by itself: its exit status, or -1 if it is still running.
+  int wait_exit(double timeout_s) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    int status = 0;
+    while (pid_ > 0 && std::chrono::steady_clock::now() < end) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return exited_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return exited_;
+  }
   std::string output() const {
     std::lock_guard lock(mutex_);
     return output_;
@@ -54,6 +69,14 @@ class ServerProcess {
   // timeout_s; the exit status (-1 when it had to be killed or was not running).
   int stop(int timeout_s = 30) {
     if (pid_ <= 0) return -1;
+    if (exited_ >= 0) {  // already reaped by wait_exit: only what is left of its group
+      ::kill(-pid_, SIGKILL);
+      pid_ = -1;
+      done_ = true;
+      if (reader_.joinable()) reader_.join();
+      ::close(fd_);
+      return exited_;
+    }
     ::kill(pid_, SIGTERM);
     int status = 0, code = -1;
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
@@ -106,6 +129,7 @@ class ServerProcess {
   std::condition_variable seen_;
   std::string output_;
   int port_ = 0;
+  int exited_ = -1;
   bool eof_ = false;
   std::atomic<bool> done_{false};
 };
