@@ -128,14 +128,25 @@ cmd_down() {
       fi
     done
   fi
-  # Namespaces PREFIX<digits>, PREFIXbr, PREFIXprobe: deleting a namespace deletes its veth ends too.
-  local ns
+  # Namespaces PREFIX<digits>, PREFIXbr, PREFIXprobe: deleting a namespace deletes its veth ends too, but
+  # not the processes in it (a rank or an mpirun daemon cut off by a fault test): those are ended first.
+  local ns ours=()
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
     if [[ "$ns" == "${prefix}br" || "$ns" == "${prefix}probe" ]] ||
        [[ "${ns#"$prefix"}" != "$ns" && "${ns#"$prefix"}" =~ ^[0-9]+$ ]]; then
-      ip netns del "$ns" 2>/dev/null || warn "could not delete namespace $ns"
+      ours+=("$ns")
     fi
   done
+  local left=""
+  for ns in "${ours[@]}"; do left+=" $(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"; done
+  if [[ -n "${left// /}" ]]; then
+    kill -CONT $left 2>/dev/null || true
+    kill -TERM $left 2>/dev/null || true
+    local i=0
+    while (( i < 20 )) && kill -0 $left 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL $left 2>/dev/null || true
+  fi
+  for ns in "${ours[@]}"; do ip netns del "$ns" 2>/dev/null || warn "could not delete namespace $ns"; done
   rm -f "$sf" "$sf.hosts"
   rm -rf "$state_root/$prefix.logs"
   rm -rf "$state_root/tmp/$prefix"[0-9]*  # the hosts' Open MPI session directories (netns_rsh.sh)

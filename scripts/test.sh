@@ -9,6 +9,8 @@ bash scripts/setup_llamacpp.sh || echo "warning: llama.cpp reference not install
 bash scripts/setup_browser.sh >/dev/null || echo "warning: chromium/playwright-core not installed; the web page test will skip"
 # The official openai npm client for the server tests (they skip without it).
 bash scripts/setup_node_clients.sh >/dev/null || echo "warning: openai npm client not installed; the server's client tests will skip"
+# iproute2 and nftables for the namespace-cluster tests (they skip without them).
+bash scripts/setup_netns_tools.sh || echo "warning: iproute2/nftables not installed; the namespace-cluster tests will skip parts"
 jobs=$(nproc)
 # Each phase's start, with the minutes since this script began (CI must stay under 20).
 phase() { printf '== %s [%dm%02ds]\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }

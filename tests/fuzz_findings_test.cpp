@@ -98,10 +98,21 @@ TEST(FuzzFindings, PlanInputsAreRefusedWithErrors) {
     ++checked;
   }
   EXPECT_GE(checked, 1);
-  nlohmann::json j = nlohmann::json::parse(findings("plan").front().second);
+  // The first finding is otherwise a well-formed plan: one bad number is all it takes.
+  nlohmann::json j = nlohmann::json::parse(read_all(kFindings / "plan/crash-e3ff4b9cc5e0faec0f7464f2142299aa281b28da"));
   j["context"] = 1e300;
   j["hash"] = plan_content_hash(j);
   testing::expect_error([&] { plan_from_json(j, "p.json"); }, {"p.json: malformed plan", "'context' must be an integer", "1e+300"});
+  j["format"] = 5;  // value("format", "") threw nlohmann's type_error, not uneven::Error
+  testing::expect_error([&] { plan_from_json(j, "p.json"); }, {"p.json: not an uneven plan"});
+}
+
+// Fields of the wrong type outside the checked ones ("model_type": 5, "general.architecture": 5) escaped as
+// nlohmann's type_error (config_fuzz, gguf_fuzz).
+TEST(FuzzFindings, WrongTypedFieldsAreErrorsNamingTheFile) {
+  testing::expect_error([] { config_from_hf_json({{"model_type", 5}}, "c.json"); }, {"c.json: malformed field", "string"});
+  testing::expect_error([] { config_from_gguf_metadata({{"general.architecture", 5}}, "m.gguf"); },
+                        {"m.gguf: malformed GGUF metadata", "string"});
 }
 
 // tokenizer_fuzz: with "added_tokens" misspelt, the post-processor's template still added id 510 to a

@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,9 +21,13 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
 #include <thread>
 
 #include "cli_run.h"
+#include "serve/server_process.h"
 #include "test_files.h"
 
 namespace uneven::testing {
@@ -81,6 +86,22 @@ class NetnsCluster {
     std::string a = run_shell(kScript + " addr " + prefix_ + " " + std::to_string(k)).text;
     while (!a.empty() && (a.back() == '\n' || a.back() == ' ')) a.pop_back();
     return a;
+  }
+  // The command line that runs mpirun (one rank per namespace) with these arguments, bounded by `timeout`.
+  std::string mpirun_command(const std::string& args, int timeout_s = 120) const {
+    return "timeout -k 10 " + std::to_string(timeout_s) + " " + kScript + " run " + prefix_ + " -- " + args;
+  }
+  // Process ids in namespace `k`, with their names (/proc/PID/comm).
+  std::vector<std::pair<int, std::string>> processes(int k) const {
+    std::vector<std::pair<int, std::string>> out;
+    std::istringstream pids(run_shell("ip netns pids " + ns(k)).text);
+    for (int pid; pids >> pid;) {
+      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+      std::string name;
+      std::getline(comm, name);
+      out.emplace_back(pid, name);
+    }
+    return out;
   }
   // mpirun (one rank per namespace) with these arguments, bounded by `timeout`.
   CliOutput mpirun(const std::string& args, int timeout_s = 120) const {
@@ -304,6 +325,118 @@ TEST(NetnsCluster, RawTcpAgainstMpiAllReduceAcrossNamespaces) {
                 out.json["all_reduce_hidden_us"].get<double>(), out.json["decode_tokens_per_second"].get<double>(),
                 r.is_array() && !r.empty() ? r[0].value("comm_ms_per_token", 0.0) : 0.0);
   }
+}
+
+// ---- link faults: a peer cut off must end the job, named, within 10 s; a lossy link must not ----
+
+// A random-weight Llama (synthetic vocabulary) whose 3000-token generation takes far longer than a fault
+// test: the fault always lands mid-generation.
+std::string long_generation_model(const ScratchDir& scratch) {
+  write_file(scratch.file("config.json"), R"({"model_type": "llama", "hidden_size": 256, "intermediate_size": 512,
+    "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 4096,
+    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "float32"})");
+  const std::string model = scratch.file("m.gguf");
+  const CliOutput made = run_uneven("quantize --random-weights --config " + scratch.file("config.json") +
+                                    " --type f32 --out " + model);
+  EXPECT_EQ(made.exit_code, 0) << made.text;
+  return model;
+}
+
+// Starts a long 2-namespace generation, applies `fault` once text streams, and checks that the job ends by
+// itself within 10 s with a non-zero exit naming rank 1 as lost, that nothing is left in host 0, and no rank in
+// host 1 (a frozen host keeps its stopped processes: thawed, its rank must end itself).
+void check_fault_ends_job(const std::string& what, bool frozen, const std::function<void(const NetnsCluster&)>& fault) {
+  ScratchDir scratch;
+  const std::string model = long_generation_model(scratch);
+  NetnsCluster cluster(2, "10gbe");
+  ASSERT_TRUE(cluster.ok()) << cluster.up_output();
+  ServerProcess job(cluster.mpirun_command(std::string(UNEVEN_BINARY) + " generate --model " + model +
+                                               " --prompt 'a b c' -n 3000 --ignore-eos --threads 1 --split 3,1",
+                                           180),
+                    0);
+  const auto start = std::chrono::steady_clock::now();
+  while (job.output().size() < 300 && job.wait_exit(0) == -1 && std::chrono::steady_clock::now() - start < std::chrono::seconds(90))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(job.wait_exit(0), -1) << "the generation ended before the fault: " << job.output();
+  ASSERT_GE(job.output().size(), 300u) << "no text after 90 s: " << job.output();
+  fault(cluster);
+  const auto faulted = std::chrono::steady_clock::now();
+  const int code = job.wait_exit(30);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - faulted).count();
+  const std::string out = job.output(), tail = out.substr(out.size() > 3000 ? out.size() - 3000 : 0);
+  EXPECT_NE(code, -1) << what << ": the job still runs 30 s later: " << tail;
+  EXPECT_NE(code, 0) << tail;
+  EXPECT_LE(took, 10.0) << what << ": " << tail;
+  EXPECT_NE(out.find("rank 0 lost rank 1"), std::string::npos) << tail;
+  auto left_in = [&](int k) {
+    std::string left;
+    for (const auto& [pid, name] : cluster.processes(k)) left += " " + name + "(" + std::to_string(pid) + ")";
+    return left;
+  };
+  const std::string left0 = left_in(0), left1 = left_in(1);
+  EXPECT_EQ(left0, "") << "left running in host 0";
+  if (!frozen) EXPECT_EQ(left1, "") << "left running in host 1";
+  std::printf("%s: the job ended %.1f s after the fault, exit code %d; left in host 0:%s, in host 1:%s\n", what.c_str(),
+              took, code, left0.empty() ? " nothing" : left0.c_str(), left1.empty() ? " nothing" : left1.c_str());
+  if (frozen) {
+    // Thawed, the frozen rank finds its peers gone and ends itself (and its daemon) within seconds.
+    for (const auto& [pid, name] : cluster.processes(1)) ::kill(pid, SIGCONT);
+    const auto thawed = std::chrono::steady_clock::now();
+    while (left_in(1).find("uneven") != std::string::npos && std::chrono::steady_clock::now() - thawed < std::chrono::seconds(20))
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - thawed).count();
+    for (int i = 0; i < 20 && !left_in(1).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(left_in(1), "") << "left running in thawed host 1";
+    EXPECT_LE(after, 12.0);
+    std::printf("thawed host 1: its rank ended after %.1f s; left in host 1:%s\n", after, left_in(1).c_str());
+  }
+  job.stop(2);
+}
+
+TEST(NetnsCluster, LinkDownMidGenerationEndsTheJobNamingTheRank) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  check_fault_ends_job("host 1's link set down", false, [](const NetnsCluster& c) {
+    const CliOutput down = run_shell("ip netns exec " + c.ns(1) + " ip link set eth0 down");
+    EXPECT_EQ(down.exit_code, 0) << down.text;
+  });
+}
+
+TEST(NetnsCluster, FrozenHostMidGenerationEndsTheJobNamingTheRank) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  check_fault_ends_job("host 1 frozen (SIGSTOP to every process in its namespace)", true, [](const NetnsCluster& c) {
+    for (const auto& [pid, name] : c.processes(1)) ::kill(pid, SIGSTOP);
+  });
+}
+
+// 1% of the packets leaving each host dropped (nftables, numgen random) for a whole generation: TCP
+// retransmits, the heartbeats ride it out, and the ids are the 1-rank ids.
+TEST(NetnsCluster, OnePercentLossCompletesWithTheOneRankIds) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  if (run_shell("command -v nft").exit_code != 0) GTEST_SKIP() << "no nft (scripts/setup_netns_tools.sh installs nftables)";
+  const std::string generate = " generate --model " + kModel + " --prompt 'Once upon a time' -n 64 --ignore-eos --json --threads 1";
+  CliOutput single = run_shell("timeout -k 5 120 " + std::string(UNEVEN_BINARY) + generate);
+  ASSERT_EQ(single.exit_code, 0) << single.text;
+  NetnsCluster cluster(2, "10gbe");
+  ASSERT_TRUE(cluster.ok()) << cluster.up_output();
+  for (int k = 0; k < 2; ++k) {
+    const std::string in = "ip netns exec " + cluster.ns(k) + " nft ";
+    const CliOutput nft = run_shell(in + "add table inet loss && " + in +
+                                    "'add chain inet loss out { type filter hook output priority 0; }' && " + in +
+                                    "add rule inet loss out oifname eth0 numgen random mod 100 == 0 counter drop");
+    ASSERT_EQ(nft.exit_code, 0) << nft.text;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  CliOutput out = cluster.mpirun(std::string(UNEVEN_BINARY) + generate + " --split 3,1", 300);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(out.exit_code, 0) << out.text;
+  EXPECT_EQ(generated_ids(out), generated_ids(single)) << out.text;
+  std::string dropped;
+  for (int k = 0; k < 2; ++k)
+    dropped += " host " + std::to_string(k) + ": " +
+               run_shell("ip netns exec " + cluster.ns(k) + " nft list table inet loss | grep -o 'packets [0-9]*'").text;
+  for (char& c : dropped) c = c == '\n' ? ' ' : c;
+  std::printf("1%% loss each way: 64 tokens in %.1f s, ids equal to 1 rank; dropped%s\n", s, dropped.c_str());
+  EXPECT_NE(dropped.find("packets "), std::string::npos) << dropped;
 }
 
 }  // namespace

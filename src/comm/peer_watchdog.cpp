@@ -13,7 +13,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <csignal>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <random>
 
@@ -211,12 +213,36 @@ std::vector<double> PeerWatchdog::silence_s() const {
   return out;
 }
 
+namespace {
+// 1: this process's parent is Open MPI's launcher, 2: its per-host daemon, 0: neither.
+int parent_mpi_role() {
+  std::ifstream comm("/proc/" + std::to_string(::getppid()) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  if (name == "mpirun" || name == "mpiexec" || name == "orterun" || name == "prterun") return 1;
+  return name == "orted" || name == "prted" ? 2 : 0;
+}
+}  // namespace
+
 void exit_on_lost_peer(int my_rank, const LostPeer& lost) {
   std::fprintf(stderr,
                "error: rank %d lost rank %d (host %s): nothing heard from it for %.1f s (link down, or the host "
                "frozen or gone); stopping\n",
                my_rank, lost.rank, lost.host.c_str(), lost.silent_s);
   std::fflush(stderr);
+  // mpirun, told only that this rank exited, would try to end the job through the lost host's daemon and
+  // wait on it for as long as TCP keeps retrying (minutes). mpirun (beside rank 0) ends the job on a first
+  // SIGTERM and stops waiting for unreachable daemons on a second; a host's daemon cut off from mpirun
+  // would linger, so it gets SIGKILL second. This rank ignores the SIGTERM forwarded to it meanwhile, so
+  // that it lives to send the second signal.
+  if (const int role = parent_mpi_role(); role != 0) {
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    const pid_t launcher = ::getppid();
+    ::kill(launcher, SIGTERM);
+    ::usleep(500 * 1000);
+    if (::getppid() == launcher) ::kill(launcher, role == 1 ? SIGTERM : SIGKILL);
+  }
   std::_Exit(3);
 }
 

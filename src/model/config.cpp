@@ -109,7 +109,7 @@ bool ModelConfig::is_moe_layer(int64_t layer) const {
   return layer >= 0 && layer < int64_t(layer_is_moe.size()) && layer_is_moe[size_t(layer)];
 }
 
-ModelConfig config_from_hf_json(const json& root, const std::string& source) {
+static ModelConfig config_from_hf_json_unchecked(const json& root, const std::string& source) {
   if (!root.is_object()) fail("{}: config is not a JSON object", source);
   const json& j = root.contains("text_config") && root["text_config"].is_object() ? root["text_config"] : root;
   ModelConfig c;
@@ -192,6 +192,16 @@ ModelConfig config_from_hf_json(const json& root, const std::string& source) {
   return c;
 }
 
+ModelConfig config_from_hf_json(const json& root, const std::string& source) {
+  // A field of an unexpected type outside the checked ones ("model_type": 5) surfaces as nlohmann's
+  // type_error; it is bad input like any other (found by fuzz/config_fuzz).
+  try {
+    return config_from_hf_json_unchecked(root, source);
+  } catch (const json::exception& e) {
+    fail("{}: malformed field: {}", source, e.what());
+  }
+}
+
 ModelConfig load_hf_config(const std::string& path) {
   std::ifstream in(path);
   if (!in) fail("{}: cannot open config file", path);
@@ -238,7 +248,7 @@ const GgufArch& gguf_arch(const std::string& name, const std::string& source) {
 
 }  // namespace
 
-ModelConfig config_from_gguf_metadata(const json& md, const std::string& source) {
+static ModelConfig config_from_gguf_metadata_unchecked(const json& md, const std::string& source) {
   std::string arch = get_or<std::string>(md, "general.architecture", "");
   if (arch.empty()) fail("{}: GGUF metadata has no general.architecture", source);
   const GgufArch& ga = gguf_arch(arch, source);
@@ -383,6 +393,16 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
                                                             source + ": GGUF metadata key 'tokenizer.ggml.eos_token_id'"));
   validate(c, source);
   return c;
+}
+
+ModelConfig config_from_gguf_metadata(const json& md, const std::string& source) {
+  // A metadata value of an unexpected type (a number where a string belongs) surfaces as nlohmann's
+  // type_error; it is bad input like any other (found by fuzz/gguf_fuzz).
+  try {
+    return config_from_gguf_metadata_unchecked(md, source);
+  } catch (const json::exception& e) {
+    fail("{}: malformed GGUF metadata: {}", source, e.what());
+  }
 }
 
 void validate(const ModelConfig& c, const std::string& source) {

@@ -163,7 +163,9 @@ json plan_to_json(const Plan& p) {
 std::string plan_to_json_text(const Plan& p) { return plan_to_json(p).dump(1) + "\n"; }
 
 Plan plan_from_json(const json& j, const std::string& source) {
-  if (!j.is_object() || j.value("format", "") != "uneven-plan") fail("{}: not an uneven plan (no \"format\": \"uneven-plan\")", source);
+  // find, not value(): value("format", "") throws nlohmann's type_error when "format" is not a string.
+  const auto format = j.is_object() ? j.find("format") : j.end();
+  if (!j.is_object() || format == j.end() || *format != "uneven-plan") fail("{}: not an uneven plan (no \"format\": \"uneven-plan\")", source);
   Plan p;
   try {
     p.version = int_at<int>(j, "version");
