@@ -48,6 +48,12 @@ TEST(FuzzFindings, IntegerFieldsHoldingHugeFloatsAreNamed) {
                         {"c.json", "field 'num_key_value_heads' must be an integer, got 1e+30"});
   j["num_key_value_heads"] = 2.0;  // an integer written as a float is taken
   EXPECT_EQ(config_from_hf_json(j, "c.json").num_kv_heads, 2);
+  j["partial_rotary_factor"] = 1.06667e28;  // head_dim x factor no int64 holds (config_fuzz)
+  testing::expect_error([&] { config_from_hf_json(j, "c.json"); }, {"c.json", "partial_rotary_factor must be in (0, 1]"});
+  j.erase("partial_rotary_factor");
+  j["hidden_size"] = int64_t(1) << 50;
+  testing::expect_error([&] { config_from_hf_json(j, "c.json"); }, {"c.json", "hidden_size is 1125899906842624, larger than"});
+  j["hidden_size"] = 64;
   j["eos_token_id"] = {1, 1e30};
   testing::expect_error([&] { config_from_hf_json(j, "c.json"); }, {"c.json", "eos_token_id lists 1e+30"});
 }

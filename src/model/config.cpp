@@ -406,8 +406,11 @@ ModelConfig config_from_gguf_metadata(const json& md, const std::string& source)
 }
 
 void validate(const ModelConfig& c, const std::string& source) {
+  // Sizes beyond 2^40 are no model's; refusing them here keeps the products of sizes below (bytes of a
+  // tensor, rotary_dim) far from overflow.
   auto positive = [&](int64_t v, const char* name) {
     if (v <= 0) fail("{}: {} must be positive, got {}", source, name, v);
+    if (v > (int64_t(1) << 40)) fail("{}: {} is {}, larger than any model's (at most 2^40)", source, name, v);
   };
   positive(c.hidden_size, "hidden_size");
   positive(c.num_layers, "num_hidden_layers");
@@ -420,6 +423,9 @@ void validate(const ModelConfig& c, const std::string& source) {
     positive(c.intermediate_size, "intermediate_size");
   if (c.num_heads % c.num_kv_heads != 0)
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source, c.num_heads, c.num_kv_heads);
+  // Checked before rotary_dim() converts head_dim x factor to an integer (1e28 was undefined; fuzz/config_fuzz).
+  if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1))
+    fail("{}: partial_rotary_factor must be in (0, 1], got {}", source, c.partial_rotary_factor);
   if (c.rotary_dim() % 2 != 0 || c.rotary_dim() > c.head_dim)
     fail("{}: rotary dimension {} (head_dim {} x partial_rotary_factor {}) must be even and at most head_dim",
          source, c.rotary_dim(), c.head_dim, c.partial_rotary_factor);
