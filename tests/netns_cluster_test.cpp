@@ -316,9 +316,8 @@ TEST(NetnsCluster, ThreeNamespacesUnevenSplitMatchesOneRank) {
   check_generation_matches_one_rank(3, "5,2,1");
 }
 
-// Figures only: raw TCP against MPI's all-reduce of the hidden size across the same link, unshaped and on the
-// 10gbe profile (through the delay line where it is built). Both busy-polling MPI ranks need a core each, so
-// on a loaded 2-core machine the ratio says more about the load than about the link.
+// Raw TCP against MPI's all-reduce of the hidden size across the same link: unshaped (bounded: within 2x)
+// and on the 10gbe profile (through the delay line where it is built; figures only).
 TEST(NetnsCluster, RawTcpAgainstMpiAllReduceAcrossNamespaces) {
   if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
   // A one-layer model of hidden size 2048 (random weights): all_reduce_hidden_us is then the all-reduce of
@@ -346,11 +345,22 @@ TEST(NetnsCluster, RawTcpAgainstMpiAllReduceAcrossNamespaces) {
     // The cluster's default (--bind-to none), and mpirun's own default binding, which puts every namespace's
     // rank on core 0 of the same machine.
     for (const std::string binding : {"", "--bind-to core "}) {
-      CliOutput out = cluster.mpirun(binding + bench);
-      ASSERT_EQ(out.exit_code, 0) << out.text;
-      ASSERT_TRUE(out.json.is_object()) << out.text;
+      // Unshaped and unbound, the all-reduce must stay within 2x of the raw round trip (the issue saw 4,000 us
+      // against ~140 us). Both ranks busy-poll, so a test running beside this one on 2 cores slows them: the
+      // best of up to 3 runs counts.
+      const bool bounded = profile == "none" && binding.empty();
+      CliOutput out;
+      double mpi = 0;
+      for (int attempt = 0; attempt < (bounded ? 3 : 1); ++attempt) {
+        out = cluster.mpirun(binding + bench);
+        ASSERT_EQ(out.exit_code, 0) << out.text;
+        ASSERT_TRUE(out.json.is_object()) << out.text;
+        const double us = out.json["all_reduce_hidden_us"].get<double>();
+        mpi = attempt == 0 ? us : std::min(mpi, us);
+        if (mpi <= 2.0 * rtt) break;
+      }
+      if (bounded) EXPECT_LE(mpi, 2.0 * rtt) << "MPI's all-reduce of the hidden size against the raw TCP round trip";
       const auto& r = out.json["per_rank"];
-      const double mpi = out.json["all_reduce_hidden_us"].get<double>();
       std::printf("[%s] MPI (ob1/tcp) all-reduce of 2,048 floats%s: %.1f us = %.2fx the raw round trip "
                   "(decode %.1f tokens/s, rank 0 comm %.3f ms/token)\n",
                   profile.c_str(), binding.empty() ? " (--bind-to none)" : " (--bind-to core: both ranks on core 0)",
