@@ -54,12 +54,13 @@ std::string cannot_run() {
 // A cluster of `n` namespaces, brought down on destruction (even when an assertion returned early).
 class NetnsCluster {
  public:
-  NetnsCluster(int n, const std::string& profile) : n_(n) {
+  // `env`: variables for netns_cluster.sh, e.g. "UNEVEN_NETNS_DELAY=off " (rate shaping only).
+  NetnsCluster(int n, const std::string& profile, const std::string& env = "") : n_(n) {
     static int count = 0;
     ++count;
     prefix_ = "ut" + std::to_string(::getpid()) + "x" + std::to_string(count) + "-";
     const int subnet = 100 + int((::getpid() + 37 * count) % 150);
-    up_ = run_shell("timeout -k 5 60 " + kScript + " up " + std::to_string(n) + " " + profile + " " + prefix_ + " " +
+    up_ = run_shell(env + "timeout -k 5 60 " + kScript + " up " + std::to_string(n) + " " + profile + " " + prefix_ + " " +
                     std::to_string(subnet));
     std::printf("netns_cluster up %d %s: exit %d\n%s", n, profile.c_str(), up_.exit_code, up_.text.c_str());
     if (up_.exit_code == 0) {
@@ -370,6 +371,59 @@ TEST(NetnsCluster, RawTcpAgainstMpiAllReduceAcrossNamespaces) {
   }
 }
 
+// ---- the planner by link: TP where the link is fast, pipeline where it is slow, and its time model ----
+
+// Two nodes of 3:1 memory that both modes fit (--mem 3G,1G), a model of 8 wide layers (268 MB of BF16),
+// planned with --mode auto on the link measured at start. On the Thunderbolt profile's rate (its 10 us delay
+// is below what the delay line can add, so rate only) tensor parallelism must win; on the Wi-Fi profile
+// (1.5 ms each way) the pipeline. The choice must also be the faster one measured, and the predicted
+// ms/token within a wide margin of the measured (the exact figures are printed; the issue's 25% is a bench
+// figure).
+TEST(NetnsCluster, PlannerChoosesByLinkAndPredictsTheStep) {
+  if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
+  ScratchDir scratch;
+  write_file(scratch.file("config.json"), R"({"model_type": "llama", "hidden_size": 1024, "intermediate_size": 4096,
+    "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 64, "vocab_size": 4096,
+    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16"})");
+  const std::string model = " --model " + scratch.file("config.json") + " --random-weights --weight-dtype bf16 --threads 1 --json";
+  // The planner needs each node's bandwidth to predict: one thread's streaming rate here.
+  const CliOutput local = run_uneven("bench" + model + " --layers 1 --decode-tokens 4 --prompt-tokens 4");
+  ASSERT_EQ(local.exit_code, 0) << local.text;
+  const double gbps = local.json["stream_read_gb_per_second"];
+  ASSERT_GT(gbps, 0.0) << local.text;
+  const std::string bench = std::string(UNEVEN_BINARY) + " bench" + model +
+                            " --skip-bandwidth --decode-tokens 16 --prompt-tokens 8 --mem 3G,1G --bandwidth " +
+                            std::to_string(gbps) + "," + std::to_string(gbps);
+  struct Case {
+    std::string profile, env, other_mode;
+    bool expect_tensor;
+  };
+  for (const Case& k : {Case{"thunderbolt", "UNEVEN_NETNS_DELAY=off ", "pipeline", true}, Case{"wifi", "", "tensor", false}}) {
+    SCOPED_TRACE(k.profile);
+    NetnsCluster cluster(2, k.profile, k.env);
+    ASSERT_TRUE(cluster.ok()) << cluster.up_output();
+    const CliOutput chosen = cluster.mpirun(bench + " --mode auto", 180);
+    const CliOutput other = cluster.mpirun(bench + " --mode " + k.other_mode, 180);
+    ASSERT_EQ(chosen.exit_code, 0) << chosen.text;
+    ASSERT_EQ(other.exit_code, 0) << other.text;
+    const std::string mode = chosen.json["mode"];
+    EXPECT_EQ(mode == "tensor" || mode == "equal", k.expect_tensor) << "auto chose " << mode << " on " << k.profile;
+    const double chosen_ms = 1e3 / chosen.json["decode_tokens_per_second"].get<double>();
+    const double other_ms = 1e3 / other.json["decode_tokens_per_second"].get<double>();
+    const double chosen_pred = chosen.json["predicted_ms_per_token"], other_pred = other.json["predicted_ms_per_token"];
+    std::printf("[%s] all-reduce %.0f us; auto chose %s: measured %.1f ms/token, predicted %.1f (%+.0f%%); %s: "
+                "measured %.1f, predicted %.1f (%+.0f%%)\n",
+                k.profile.c_str(), chosen.json["all_reduce_hidden_us"].get<double>(), mode.c_str(), chosen_ms,
+                chosen_pred, 100 * (chosen_pred / chosen_ms - 1), k.other_mode.c_str(), other_ms, other_pred,
+                100 * (other_pred / other_ms - 1));
+    EXPECT_LE(chosen_ms, other_ms * 1.1) << "the planner's choice is the slower one measured";
+    for (const auto& [pred, meas] : {std::pair{chosen_pred, chosen_ms}, std::pair{other_pred, other_ms}}) {
+      EXPECT_GT(pred, 0.5 * meas);
+      EXPECT_LT(pred, 1.5 * meas);
+    }
+  }
+}
+
 // ---- link faults: a peer cut off must end the job, named, within 10 s; a lossy link must not ----
 
 // A random-weight Llama (synthetic vocabulary) whose 3000-token generation takes far longer than a fault
@@ -451,15 +505,16 @@ TEST(NetnsCluster, FrozenHostMidGenerationEndsTheJobNamingTheRank) {
   });
 }
 
-// 1% of the packets leaving each host dropped (nftables, numgen random) for a whole generation: TCP
-// retransmits, the heartbeats ride it out, and the ids are the 1-rank ids.
-TEST(NetnsCluster, OnePercentLossCompletesWithTheOneRankIds) {
+// 1% of the packets leaving each host dropped (nftables, numgen random) for a whole generation, over the
+// Wi-Fi profile (1.5 ms +- 0.5 ms of jitter each way through the delay line or netem): TCP retransmits, the
+// heartbeats ride it out, and the ids are the 1-rank ids.
+TEST(NetnsCluster, OnePercentLossAndJitterCompleteWithTheOneRankIds) {
   if (std::string why = cannot_run(); !why.empty()) GTEST_SKIP() << why;
   if (run_shell("command -v nft").exit_code != 0) GTEST_SKIP() << "no nft (scripts/setup_netns_tools.sh installs nftables)";
   const std::string generate = " generate --model " + kModel + " --prompt 'Once upon a time' -n 64 --ignore-eos --json --threads 1";
   CliOutput single = run_shell("timeout -k 5 120 " + std::string(UNEVEN_BINARY) + generate);
   ASSERT_EQ(single.exit_code, 0) << single.text;
-  NetnsCluster cluster(2, "10gbe");
+  NetnsCluster cluster(2, "wifi");
   ASSERT_TRUE(cluster.ok()) << cluster.up_output();
   for (int k = 0; k < 2; ++k) {
     const std::string in = "ip netns exec " + cluster.ns(k) + " nft ";
@@ -478,7 +533,8 @@ TEST(NetnsCluster, OnePercentLossCompletesWithTheOneRankIds) {
     dropped += " host " + std::to_string(k) + ": " +
                run_shell("ip netns exec " + cluster.ns(k) + " nft list table inet loss | grep -o 'packets [0-9]*'").text;
   for (char& c : dropped) c = c == '\n' ? ' ' : c;
-  std::printf("1%% loss each way: 64 tokens in %.1f s, ids equal to 1 rank; dropped%s\n", s, dropped.c_str());
+  std::printf("wifi profile with 1%% loss each way: 64 tokens in %.1f s, ids equal to 1 rank; dropped%s\n", s,
+              dropped.c_str());
   EXPECT_NE(dropped.find("packets "), std::string::npos) << dropped;
 }
 

@@ -191,6 +191,9 @@ int run_bench(const BenchOptions& opt) {
       {"threads", pool.size()},
       {"simd_target", kernels::simd_target()},
       {"device", compute.backend->name()},
+      // The mode the plan chose (under --mode auto: by the link measured at start).
+      {"mode", run.setup.plan_json.empty() ? std::string("single")
+                                           : nlohmann::json::parse(run.setup.plan_json).value("mode", std::string("?"))},
       {"load_seconds", load_s},
       {"prompt_tokens", opt.prompt_tokens},
       {"prompt_tokens_per_second", double(opt.prompt_tokens) / prompt_s},
