@@ -87,18 +87,20 @@ LinkSpec measure_link(Collective& comm, int64_t hidden) {
   }
   std::vector<uint8_t> bulk(size_t(1) << 20);
   comm.broadcast(bulk.data(), int64_t(bulk.size()), 0);
+  // The fastest of 5 bulk transfers: a rank descheduled during one (a busy machine) makes that one slow,
+  // never fast, and a plan made on one slow sample would price every transfer as if the link were that slow.
   std::vector<double> bulk_times;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 5; ++i) {
     comm.barrier();
     const double t0 = now();
     comm.broadcast(bulk.data(), int64_t(bulk.size()), 0);
     comm.barrier();
     bulk_times.push_back(now() - t0);
   }
-  // Medians, then rank 0's figures for everyone (each rank timed its own view of the same exchanges).
+  // The latency's median, then rank 0's figures for everyone (each rank timed its own view of the same exchanges).
   std::nth_element(times.begin(), times.begin() + 10, times.end());
-  std::nth_element(bulk_times.begin(), bulk_times.begin() + 1, bulk_times.end());
-  double figures[2] = {times[10], double(bulk.size()) / bulk_times[1]};
+  const double fastest_bulk = *std::min_element(bulk_times.begin(), bulk_times.end());
+  double figures[2] = {times[10], double(bulk.size()) / fastest_bulk};
   comm.broadcast(figures, sizeof figures, 0);
   link.all_reduce_s = figures[0];
   link.bandwidth = figures[1];
