@@ -74,7 +74,7 @@ PlanRequest build_request(const PlanOptions& o, const ModelConfig& c) {
   else fail("--kv-dtype '{}' is not one of f32, f16, bf16, q8", o.kv_dtype);
   r.cost.context = o.context > 0 ? o.context : std::min<int64_t>(c.max_position, 4096);
   r.cost.batch = o.batch;
-  r.reserve = o.reserve.empty() ? default_reserve(r.nodes) : parse_size(o.reserve);
+  r.reserve = reserve_or_default(o.reserve, r.nodes);
   r.mode = parse_mode(o.mode);
   r.kernel_width = o.kernel_width;
   r.split = parse_positive_numbers(o.split, "--split");

@@ -55,8 +55,7 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
     cost.weights = stored_weight_format(run.files.config, *run.files.weights);
     Usage need = rank_usage(run.files.config, run.setup.slices, cost);
     const uint64_t available = available_memory_bytes();
-    need.reserve = dist.cluster.reserve.empty() ? default_reserve({NodeSpec{"this machine", available, 0}})
-                                                : parse_size(dist.cluster.reserve);
+    need.reserve = reserve_or_default(dist.cluster.reserve, {NodeSpec{"this machine", available, 0}});
     run.setup.planned = {need};  // the budget a one-rank plan would give it, for the memory report
     if (available > 0 && need.kv_cache + need.state > available)
       fail("{} sequence(s) at a context of {} tokens need {} of KV cache and state, but {} of memory is available; "

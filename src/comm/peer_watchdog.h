@@ -1,6 +1,5 @@
 // Liveness of the other ranks: UDP heartbeats between every pair, so a lost peer ends the job in seconds.
 #pragma once
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,7 +20,7 @@ namespace uneven {
 // jitter) costs nothing: it takes `timeout_s / interval_s` consecutive losses.
 struct PeerWatchdogOptions {
   double interval_s = 0.25;
-  double timeout_s = 5.0;  // <= 0: no watchdog
+  double timeout_s = 5.0;  // > 0 (run_setup starts no watchdog for --peer-timeout 0)
 };
 
 struct LostPeer {

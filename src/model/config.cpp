@@ -51,10 +51,8 @@ T get_or(const json& j, const char* key, T fallback) {
   if (it == j.end() || it->is_null()) return fallback;
   // An integer written as a float (4096.0) is taken; a float no int64 holds (1e30) is refused here rather
   // than converted, which is undefined behaviour (found by fuzz/config_fuzz), in lists too.
-  auto integer = [&](const json& v) {
-    if (std::optional<int64_t> x = json_integer<int64_t>(v)) return *x;
-    throw json::other_error::create(501, fmt::format("field '{}' must be an integer, got {}", key, v.dump()), &v);
-  };
+  const std::string what = fmt::format("field '{}'", key);
+  auto integer = [&](const json& v) { return json_integer_or_json_error<int64_t>(v, what); };
   if constexpr (std::is_same_v<T, int64_t>) {
     if (it->is_number()) return integer(*it);
   } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {

@@ -131,6 +131,10 @@ void validate_plan(const Plan& p, const ModelConfig& c) {
   }
 }
 
+uint64_t reserve_or_default(const std::string& given, const std::vector<NodeSpec>& nodes) {
+  return given.empty() ? default_reserve(nodes) : parse_size(given);
+}
+
 uint64_t default_reserve(const std::vector<NodeSpec>& nodes) {
   uint64_t smallest = UINT64_MAX;
   for (const NodeSpec& n : nodes) smallest = std::min(smallest, n.memory);

@@ -122,6 +122,8 @@ struct Plan {
 // Memory kept free per node for activations and the runtime when none is asked for: 1 GiB, or an eighth of
 // the smallest node when that is less (nodes simulated with small budgets).
 uint64_t default_reserve(const std::vector<NodeSpec>& nodes);
+// A --reserve option's value ("256M", read by parse_size), or default_reserve(nodes) when it is empty.
+uint64_t reserve_or_default(const std::string& given, const std::vector<NodeSpec>& nodes);
 
 // What `plan` communicates per token over `link` (syncs and bytes whatever the link; seconds over it).
 CommCost comm_cost(const Plan& plan, const ModelConfig& config, const LinkSpec& link);

@@ -27,10 +27,7 @@ std::string fnv1a64(const std::string& text) {
 // like 7e25 would otherwise be converted with undefined behaviour; found by fuzz/plan_fuzz).
 template <typename T>
 T integer(const json& v, const char* what) {
-  if (std::optional<T> x = json_integer<T>(v)) return *x;
-  throw json::other_error::create(501, fmt::format("'{}' must be an integer from {} to {}, got {}", what,
-                                                   std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), v.dump()),
-                                  &v);
+  return json_integer_or_json_error<T>(v, fmt::format("'{}'", what));
 }
 template <typename T>
 T int_at(const json& j, const char* key) {

@@ -34,7 +34,7 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
   PlanRequest request;
   for (const NodeFacts& n : nodes)
     request.nodes.push_back({fmt::format("rank {} ({})", n.rank, n.host), n.memory_bytes, n.bandwidth_gbps});
-  request.reserve = options.reserve.empty() ? default_reserve(request.nodes) : parse_size(options.reserve);
+  request.reserve = reserve_or_default(options.reserve, request.nodes);
   request.cost.weights = options.weights;
   request.cost.context = options.context;
   request.cost.batch = options.sequences;

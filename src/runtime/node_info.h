@@ -25,7 +25,6 @@ uint64_t resident_file_bytes();
 // memory budget must hold, since a transient peak is what runs a node out of memory.
 uint64_t peak_resident_memory_bytes();
 
-
 // Identity of a model's files on one node: each file's size and a hash of its header bytes (everything
 // before the first tensor's data). Two nodes with the same fingerprint hold the same tensor layout.
 struct FilesFingerprint {

@@ -1,12 +1,12 @@
 // The Hugging Face encode pipeline: added tokens in the raw text, normalizer, added tokens in the
 // normalized text, pre-tokenizer, BPE per piece, post-processor; and decode through the decoder.
 #include "tokenizer/bpe_tokenizer.h"
-#include "util/error.h"
 
 #include <algorithm>
 #include <unordered_map>
 
 #include "tokenizer/utf8.h"
+#include "util/error.h"
 
 namespace uneven {
 namespace {

@@ -43,6 +43,14 @@ std::optional<T> json_integer(const nlohmann::json& v) {
   return std::nullopt;
 }
 
+// The same for parsers that turn nlohmann's exceptions into their own message (naming the file): throws
+// nlohmann's other_error "<what> must be an integer, got V".
+template <typename T>
+T json_integer_or_json_error(const nlohmann::json& v, std::string_view what) {
+  if (std::optional<T> x = json_integer<T>(v)) return *x;
+  throw nlohmann::json::other_error::create(501, fmt::format("{} must be an integer, got {}", what, v.dump()), &v);
+}
+
 // The same, throwing uneven::Error "<what> must be an integer from MIN to MAX, got V".
 template <typename T>
 T require_json_integer(const nlohmann::json& v, std::string_view what) {
