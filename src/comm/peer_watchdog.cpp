@@ -235,10 +235,13 @@ void exit_on_lost_peer(int my_rank, const LostPeer& lost) {
   // SIGTERM and stops waiting for unreachable daemons on a second; a host's daemon cut off from mpirun
   // would linger, so it gets SIGKILL second. This rank ignores the SIGTERM forwarded to it meanwhile, so
   // that it lives to send the second signal.
+  // The message above reaches the user through the launcher's forwarding of this rank's stderr: it gets
+  // 300 ms to pass it on before it is told to stop (signalled at once, mpirun sometimes exited without it).
   if (const int role = parent_mpi_role(); role != 0) {
     std::signal(SIGTERM, SIG_IGN);
     std::signal(SIGINT, SIG_IGN);
     const pid_t launcher = ::getppid();
+    ::usleep(300 * 1000);
     ::kill(launcher, SIGTERM);
     ::usleep(500 * 1000);
     if (::getppid() == launcher) ::kill(launcher, role == 1 ? SIGTERM : SIGKILL);
