@@ -1,10 +1,11 @@
 // Matrix-vector (decode) speed at Llama-3.2-1B shapes, as GB/s of weight read and % of streaming read.
 //
-// Usage: kernels_bench [threads] [--prompt] [--types f32,bf16,f16,q8_0,q4_k,q6_k,mlx4,...] [--shapes RxC,...] [--hot]
+// Usage: kernels_bench [threads] [--prompt] [--batch N] [--types f32,bf16,f16,q8_0,q4_k,q6_k,mlx4,...] [--shapes RxC,...] [--hot]
 // Each shape is benchmarked over enough copies of the matrix (>= 512 MiB in all) that every product
 // reads its weights from memory, not from a cache, as in a real forward pass. "best" sums each copy's
 // best time over several passes (like the streaming figure, which keeps each segment's best time);
-// "median" uses the median product time. --prompt adds batch-64 (prompt) products in GFLOP/s.
+// "median" uses the median product time. --prompt adds batch-64 (prompt) products in GFLOP/s;
+// --batch N sets that batch.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -95,6 +96,7 @@ void fill_quantized(uint8_t* data, const WeightType& t, size_t bytes) {
 int main(int argc, char** argv) {
   int threads = 0;
   bool prompt = false;
+  int64_t prompt_batch = 64;  // --batch N: the batch of the --prompt products (8: a server's 8 streams)
   bool hot = false;  // --hot: one copy of each matrix, read from cache when it fits (the kernels' own speed)
   std::vector<std::string> shape_names;  // --shapes RxC,... replaces the Llama-3.2-1B shapes
   std::vector<Shape> custom;
@@ -102,6 +104,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--prompt") == 0) {
       prompt = true;
+    } else if (std::strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
+      prompt = true;
+      prompt_batch = std::max<int64_t>(2, std::atoll(argv[++i]));
     } else if (std::strcmp(argv[i], "--hot") == 0) {
       hot = true;
     } else if (std::strcmp(argv[i], "--shapes") == 0 && i + 1 < argc) {
@@ -166,7 +171,7 @@ int main(int argc, char** argv) {
                   double(bytes) / 1e6, (long long)copies, total / tm.best_s, 100.0 * total / tm.best_s / stream,
                   total / tm.median_s, 100.0 * total / tm.median_s / stream);
       if (prompt && s.rows <= 8192) {
-        const int64_t batch = 64, n = std::min<int64_t>(copies, 4);
+        const int64_t batch = prompt_batch, n = std::min<int64_t>(copies, 4);
         const Timing pt = time_products(buf.get(), bytes, n, s, t, batch, pool, 3);
         const double flops = 2.0 * double(s.rows * s.cols * batch) * double(n);
         std::printf("%-20s %-5s   batch %lld: %.1f GFLOP/s (best), %.1f (median)\n", s.name,

@@ -88,14 +88,16 @@ TEST(Matmul, MatchesDoubleReferenceForAllDtypesShapesBatchesAndPools) {
   std::mt19937 rng(1234);
   std::vector<std::unique_ptr<ThreadPool>> pools;
   for (int t : {1, 2, 3}) pools.push_back(std::make_unique<ThreadPool>(t));
-  // 4500 columns exceed the batched path's column block (2048), so blocking and its tail are covered.
+  // 4500 columns exceed the batched paths' column blocks (2048 tiled; 768 at 8 inputs direct), so blocking
+  // and its tail are covered. Batches 2 and 8 take the direct small-batch path (8: its limit on AVX-512),
+  // 5 that or the tiled one by target, 9 and 33 the tiled one.
   std::vector<int64_t> col_sizes(std::begin(kSizes), std::end(kSizes));
   col_sizes.push_back(4500);
   double worst = 0.0;
   for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
     for (int64_t rows : kSizes) {
       for (int64_t cols : col_sizes) {
-        for (int64_t batch : {1, 5, 33}) {
+        for (int64_t batch : {1, 2, 5, 8, 9, 33}) {
           if (rows * cols * batch > 1'500'000 && !(rows == 7 && cols == 4500)) continue;  // keep it fast
           SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " " << rows << "x" << cols << " batch " << batch);
           Weights w = make_weights(rng, dtype, rows, cols);
@@ -137,6 +139,33 @@ TEST(Matmul, MatchesDoubleReferenceForAllDtypesShapesBatchesAndPools) {
   }
   RecordProperty("worst_relative_error", std::to_string(worst));
   std::printf("matmul worst error relative to sum|w x|: %.3g\n", worst);
+}
+
+// BF16 products of rows <= 4096 columns read one row at a time or four interleaved, whichever the first
+// products of the process (>= 1 MiB each) time faster (matmul.cpp); the two must give identical bits, so
+// that the trial, and the machine, never change a result. 30 products span the trials and the choice.
+TEST(Matmul, Bf16RowGroupingTrialsNeverChangeTheResult) {
+  std::mt19937 rng(99);
+  ThreadPool pool(2);
+  for_each_target([&] {
+    const int64_t rows = 515, cols = 2050;  // 2.1 MB; a tail of rows (515 = 4 * 128 + 3) and of columns
+    const Weights w = make_weights(rng, DType::BF16, rows, cols);
+    const std::vector<float> x = random_floats(rng, cols);
+    std::vector<float> first(static_cast<size_t>(rows)), y(static_cast<size_t>(rows));
+    matmul(w.view, x.data(), 1, first.data(), pool);
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += w.values[size_t(r * cols + c)] * x[size_t(c)];
+        mag += std::abs(w.values[size_t(r * cols + c)] * x[size_t(c)]);
+      }
+      ASSERT_LE(std::abs(first[size_t(r)] - ref), kSumTol * mag) << "row " << r;
+    }
+    for (int rep = 0; rep < 30; ++rep) {
+      matmul(w.view, x.data(), 1, y.data(), pool);
+      ASSERT_EQ(std::memcmp(y.data(), first.data(), y.size() * sizeof(float)), 0) << "product " << rep;
+    }
+  });
 }
 
 TEST(Matmul, EmptyContractionGivesZeros) {

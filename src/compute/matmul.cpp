@@ -8,8 +8,11 @@
 //    half) and 2i+1 (high half), so `lane << 16` is weight 2i as a float and `lane & 0xffff0000` is
 //    weight 2i+1. x is permuted once per call to match (per block of 2N: even elements, then odd),
 //    so no shuffle is needed in the hot loop. BF16 rows of up to 4096 columns (x fits L1) are read one
-//    row at a time, a single linear stream per thread, which one core reads ~30% faster than four
-//    interleaved rows (kernels_bench 1: 16.6 -> 21.9 GB/s at 2048x2048); longer rows stay four at a time.
+//    row at a time or four interleaved, whichever this machine reads faster: the prefetchers differ (an
+//    AMD Zen 4 VM read one linear stream per thread ~30% faster, 16.6 -> 21.9 GB/s at 2048x2048; an
+//    Intel Sapphire Rapids VM read four rows ~23% faster, 20.5 -> 25.2 GB/s). Bf16RowChoice times both
+//    on the first products of a process; the two sum in the same order, so the choice never changes a result.
+//    Longer rows are always four at a time.
 // Quantized weights (quant-inl.h): at batch 1, Q8_0 and the k-quants meet int8 activation codes in
 // integer dot products on x86 SIMD targets; other types (and HWY_SCALAR) dequantize in registers
 // against float activations. Batched, tiles are dequantized in SIMD into the F32 tile below.
@@ -21,6 +24,10 @@
 // blocking), so results agree with a double-precision reference to ~1e-6 relative to sum |w x|.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <string_view>
 #include <type_traits>
 #include <cstring>
 #include <vector>
@@ -189,31 +196,6 @@ HWY_INLINE float DotRow1Bf16(const uint16_t* HWY_RESTRICT w, int64_t cols, const
   return sum;
 }
 
-HWY_INLINE float DotRow1Bf16x2(const uint16_t* HWY_RESTRICT w, int64_t cols, const float* HWY_RESTRICT xp,
-                             const float* HWY_RESTRICT x) {
-  const DF d;
-  const int64_t N = int64_t(hn::Lanes(d));
-  const auto hi = hn::Set(DU32(), 0xffff0000u);
-  VF a = hn::Zero(d), b = hn::Zero(d), a2 = hn::Zero(d), b2 = hn::Zero(d);
-  int64_t c = 0;
-  for (; c + 4 * N <= cols; c += 4 * N) {
-    const auto v = LoadBf16Pairs(w + c);
-    const auto v2 = LoadBf16Pairs(w + c + 2 * N);
-    a = hn::MulAdd(Bf16Even(d, v), hn::LoadU(d, xp + c), a);
-    b = hn::MulAdd(Bf16Odd(d, v, hi), hn::LoadU(d, xp + c + N), b);
-    a2 = hn::MulAdd(Bf16Even(d, v2), hn::LoadU(d, xp + c + 2 * N), a2);
-    b2 = hn::MulAdd(Bf16Odd(d, v2, hi), hn::LoadU(d, xp + c + 3 * N), b2);
-  }
-  for (; c + 2 * N <= cols; c += 2 * N) {
-    const auto v = LoadBf16Pairs(w + c);
-    a = hn::MulAdd(Bf16Even(d, v), hn::LoadU(d, xp + c), a);
-    b = hn::MulAdd(Bf16Odd(d, v, hi), hn::LoadU(d, xp + c + N), b);
-  }
-  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a, b), hn::Add(a2, b2))));
-  for (; c < cols; ++c) sum += bf16_to_f32(w[c]) * x[c];
-  return sum;
-}
-
 // Permutes the whole 2N-blocks of x into (even, odd) halves; the tail is left out (read from x).
 void PermuteEvenOdd(const float* x, int64_t cols, float* xp) {
   const int64_t N = int64_t(hn::Lanes(DF()));
@@ -230,7 +212,7 @@ inline void Store(float* y, float v, bool accumulate) { *y = accumulate ? *y + v
 
 // Rows [r0, r1) of the product with one input vector.
 void GemvRows(const WeightView& w, const float* x, const float* xp, const float* xsum16, int64_t r0, int64_t r1,
-              float* y, bool accumulate) {
+              float* y, bool accumulate, bool bf16_single_rows = false) {
   const int64_t cols = w.cols;
   float out[4];
   int64_t r = r0;
@@ -264,6 +246,7 @@ void GemvRows(const WeightView& w, const float* x, const float* xp, const float*
     }
     case DType::BF16: {
 #if HWY_TARGET == HWY_SCALAR
+      (void)bf16_single_rows;
       const hwy::bfloat16_t* base = static_cast<const hwy::bfloat16_t*>(w.data);
       for (; r + 4 <= r1; r += 4) {
         DotRows4(base + r * cols, cols, cols, x, out);
@@ -272,10 +255,11 @@ void GemvRows(const WeightView& w, const float* x, const float* xp, const float*
       for (; r < r1; ++r) Store(y + r, DotRow1(base + r * cols, cols, x), accumulate);
 #else
       const uint16_t* base = static_cast<const uint16_t*>(w.data);
-      // Rows whose input vector stays in L1 (<= 16 KiB of floats) stream one at a time, one linear
-      // read the prefetchers follow best; longer rows go four at a time so each input load serves four.
-      if (cols <= 4096) {
-        for (; r < r1; ++r) Store(y + r, DotRow1Bf16x2(base + r * cols, cols, xp, x), accumulate);
+      // Rows whose input vector stays in L1 (<= 16 KiB of floats) stream one at a time where this
+      // machine reads that faster (see the file comment); longer rows go four at a time so each input
+      // load serves four. DotRow1Bf16 sums in DotRows4Bf16's order: the same results either way.
+      if (cols <= 4096 && bf16_single_rows) {
+        for (; r < r1; ++r) Store(y + r, DotRow1Bf16(base + r * cols, cols, xp, x), accumulate);
         break;
       }
       for (; r + 4 <= r1; r += 4) {
@@ -376,6 +360,74 @@ void TileKernelUpTo(int nb, const float* tile, int64_t kc, const float* x, int64
   TileKernel<NB>(tile, kc, x, xs, y, ys, rows, accumulate);
 }
 
+// Small batches (a server's few streams): weights read straight from W and converted in registers, with
+// no packed tile. At 8 inputs per weight, packing costs the tiled kernel about a third of its time
+// (kernels_bench 1 --hot --batch 8: 29 GFMA/s against 53 at batch 64). kDirectRows rows x NB inputs of
+// accumulators, each weight vector loaded once per call and used NB times.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int64_t kDirect = 8;  // 2 x 8 accumulators + 2 weight vectors + 1 input: 19 of 32 registers
+#else
+constexpr int64_t kDirect = 4;  // 2 x 4 + 2 + 1 of 16
+#endif
+constexpr int64_t kDirectRows = 2;
+
+// y[b][r] for rows [r, r + rows) (rows <= kDirectRows) and NB inputs; F32, F16 or BF16 weights.
+// Columns [0, cols) of rows at w (row stride `stride`) against inputs x (row stride `xs`).
+template <int NB, class T>
+HWY_INLINE void DirectRows(const T* HWY_RESTRICT w, int64_t stride, int64_t rows, int64_t cols,
+                           const float* HWY_RESTRICT x, int64_t xs, float* y, int64_t ys, bool accumulate) {
+  const DF d;
+  const int64_t N = int64_t(hn::Lanes(d));
+  VF acc[kDirectRows][NB];
+  for (int r = 0; r < kDirectRows; ++r)
+    for (int b = 0; b < NB; ++b) acc[r][b] = hn::Zero(d);
+  const T* w1 = rows > 1 ? w + stride : w;  // a lone row is read twice rather than branch in the loop
+  int64_t k = 0;
+  for (; k + N <= cols; k += N) {
+    const VF v0 = LoadW(d, w + k), v1 = LoadW(d, w1 + k);
+    HWY_UNROLL(8)
+    for (int b = 0; b < NB; ++b) {
+      const VF xv = hn::LoadU(d, x + b * xs + k);
+      acc[0][b] = hn::MulAdd(v0, xv, acc[0][b]);
+      acc[1][b] = hn::MulAdd(v1, xv, acc[1][b]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    const T* row = r == 0 ? w : w1;
+    for (int b = 0; b < NB; ++b) {
+      float sum = hn::GetLane(hn::SumOfLanes(d, acc[r][b]));
+      for (int64_t j = k; j < cols; ++j) sum += scalar_weight(row, kDType<T>, j) * x[b * xs + j];
+      Store(y + b * ys + r, sum, accumulate);
+    }
+  }
+}
+
+template <int NB, class T>
+void DirectRowsUpTo(int nb, const T* w, int64_t stride, int64_t rows, int64_t cols, const float* x, int64_t xs,
+                    float* y, int64_t ys, bool accumulate) {
+  if constexpr (NB > 1) {
+    if (nb < NB) return DirectRowsUpTo<NB - 1>(nb, w, stride, rows, cols, x, xs, y, ys, accumulate);
+  }
+  DirectRows<NB>(w, stride, rows, cols, x, xs, y, ys, accumulate);
+}
+
+// Rows [r0, r1) of the product with `batch` <= kDirect inputs, F32/F16/BF16 weights. Columns go in
+// blocks whose inputs fit L1 beside the weight stream (24 KiB: 768 columns of 8 inputs): from L2, the
+// inputs' loads would bound the kernel. The piece's rows (~64 KiB) stay in L2 across the blocks.
+template <class T>
+void DirectGemmRows(const WeightView& w, const float* x, int64_t batch, int64_t r0, int64_t r1, float* y,
+                    bool accumulate) {
+  const T* base = static_cast<const T*>(w.data);
+  const int64_t cols = w.cols;
+  const int64_t kc = std::min(cols, std::max<int64_t>(64, (int64_t(24) << 10) / int64_t(sizeof(float)) / batch / 64 * 64));
+  for (int64_t k0 = 0; k0 < cols; k0 += kc) {
+    const int64_t n = std::min(kc, cols - k0);
+    for (int64_t r = r0; r < r1; r += kDirectRows)
+      DirectRowsUpTo<kDirect>(int(batch), base + r * cols + k0, cols, std::min(kDirectRows, r1 - r), n, x + k0, cols,
+                              y + r, w.rows, accumulate || k0 > 0);
+  }
+}
+
 // Rows [r0, r1) of the product with all `batch` inputs.
 void GemmRows(const WeightView& w, const float* x, int64_t batch, int64_t kc_max, int64_t r0, int64_t r1, float* y,
               bool accumulate) {
@@ -388,8 +440,11 @@ void GemmRows(const WeightView& w, const float* x, int64_t batch, int64_t kc_max
     for (int64_t r = r0; r < r1; r += kRows) {
       const int64_t rows = std::min(kRows, r1 - r);
       PackTile(w, r, rows, k0, kc, tile.data());
-      for (int64_t b = 0; b < batch; b += kBatch) {
-        const int nb = int(std::min(kBatch, batch - b));
+      // Inputs in blocks of near-equal size (8 = 4 + 4, not 6 + 2): the last block of an uneven split
+      // would run few accumulators per packed weight vector.
+      const int64_t blocks = (batch + kBatch - 1) / kBatch, per_block = (batch + blocks - 1) / blocks;
+      for (int64_t b = 0; b < batch; b += per_block) {
+        const int nb = int(std::min(per_block, batch - b));
         TileKernelUpTo<kBatch>(nb, tile.data(), kc, x + b * cols + k0, cols, y + b * w.rows + r, w.rows, rows, acc);
       }
     }
@@ -413,6 +468,46 @@ void ForRowPieces(ThreadPool& pool, int64_t rows, int64_t piece, const Body& bod
     }
   });
 }
+
+#if HWY_TARGET != HWY_SCALAR
+// Which BF16 row grouping this machine reads faster (file comment), learnt from the products themselves:
+// the first kTrials products of at least 1 MiB alternate between the two and the faster (bytes per second,
+// summed) serves the rest of the process. No buffer of its own, and since both sum in the same order the
+// trial never changes a result. UNEVEN_BF16_ROWS=1 or 4 fixes the choice.
+class Bf16RowChoice {
+ public:
+  static constexpr int kTrials = 24;
+  // The grouping for a product of `bytes`: single rows or not, and whether to time it (pass to record).
+  bool pick(uint64_t bytes, bool& timed) {
+    timed = false;
+    const int d = decided_.load(std::memory_order_acquire);
+    if (d >= 0) return d == 1;
+    if (bytes < (uint64_t(1) << 20)) return false;
+    const int n = started_.fetch_add(1, std::memory_order_relaxed);
+    if (n >= kTrials) return false;  // others' trials finish the decision
+    timed = true;
+    return n % 2 == 1;
+  }
+  void record(bool single, uint64_t bytes, double seconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bytes_[single] += double(bytes), seconds_[single] += seconds;
+    if (++finished_ == kTrials)
+      decided_.store(bytes_[1] / seconds_[1] > bytes_[0] / seconds_[0] ? 1 : 0, std::memory_order_release);
+  }
+  Bf16RowChoice() {
+    if (const char* env = std::getenv("UNEVEN_BF16_ROWS")) {
+      const std::string_view v = env;
+      if (v == "1" || v == "4") decided_.store(v == "1" ? 1 : 0);
+    }
+  }
+
+ private:
+  std::atomic<int> decided_{-1}, started_{0};
+  std::mutex mutex_;
+  int finished_ = 0;
+  double bytes_[2] = {0, 0}, seconds_[2] = {0, 0};
+};
+#endif
 
 void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, ThreadPool& pool, bool accumulate) {
   const int64_t rows = w.rows, cols = w.cols;
@@ -479,8 +574,30 @@ void Matmul(const WeightView& w, const float* x, int64_t batch, float* y, Thread
     // ~64 KiB of weights per piece: long enough runs for the prefetchers and to amortise the claim,
     // short enough to balance threads (a 2048x2048 BF16 matrix is 128 pieces).
     const int64_t piece = std::max<int64_t>(1, (int64_t(64) << 10) / row_bytes / kRows) * kRows;
+    bool single_rows = false;
+#if HWY_TARGET != HWY_SCALAR
+    static Bf16RowChoice bf16_rows;  // one per process and SIMD target
+    bool timed = false;
+    if (w.dtype == DType::BF16 && cols <= 4096) single_rows = bf16_rows.pick(w.bytes(), timed);
+    const auto t0 = std::chrono::steady_clock::now();
+#endif
     ForRowPieces(pool, rows, piece,
-                 [&](int64_t r0, int64_t r1) { GemvRows(w, x, xp, xsum16, r0, r1, y, accumulate); });
+                 [&](int64_t r0, int64_t r1) { GemvRows(w, x, xp, xsum16, r0, r1, y, accumulate, single_rows); });
+#if HWY_TARGET != HWY_SCALAR
+    if (timed)
+      bf16_rows.record(single_rows, w.bytes(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+#endif
+    return;
+  }
+  if (batch <= kDirect && !quantized) {
+    const int64_t piece = std::max<int64_t>(1, (int64_t(64) << 10) / row_bytes / kRows) * kRows;
+    ForRowPieces(pool, rows, piece, [&](int64_t r0, int64_t r1) {
+      switch (w.dtype) {
+        case DType::F32: return DirectGemmRows<float>(w, x, batch, r0, r1, y, accumulate);
+        case DType::F16: return DirectGemmRows<hwy::float16_t>(w, x, batch, r0, r1, y, accumulate);
+        default: return DirectGemmRows<hwy::bfloat16_t>(w, x, batch, r0, r1, y, accumulate);
+      }
+    });
     return;
   }
   // Column block: keeps the batch x kc inputs (<= 512 KiB) in L2 and the packed tile in L1/L2. Quantized
