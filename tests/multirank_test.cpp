@@ -106,6 +106,31 @@ TEST(MultiRank, TransformersFixturesSplitsMatchOneRank) {
   EXPECT_GE(checked, 4);
 }
 
+// `--bandwidth measure`: each rank measures its streaming read rate at start and the plan splits by it
+// (the plan's nodes carry the figures and it predicts a time); without it, equal CPU ranks plan with
+// unknown bandwidths (shares by memory, no predicted time). Either way the ids equal one rank's.
+TEST(MultiRank, MeasuredBandwidthIsWhatThePlanSplitsBy) {
+  const std::string bench = "bench --model " + (kSource / "models/stories260K.gguf").string() +
+                            " --ranks 2 --mode tensor --threads 1 --decode-tokens 4 --skip-bandwidth --json";
+  for (const bool measure : {true, false}) {
+    SCOPED_TRACE(measure ? "--bandwidth measure" : "no --bandwidth");
+    const uneven::testing::CliOutput out = uneven::testing::run_uneven(bench + (measure ? " --bandwidth measure" : ""));
+    ASSERT_EQ(out.exit_code, 0) << out.text;
+    ASSERT_TRUE(out.json.is_object()) << out.text;
+    ASSERT_EQ(out.json["per_rank"].size(), 2u);
+    for (const auto& rank : out.json["per_rank"]) {
+      const double gbps = rank["planned_bandwidth_gb_per_second"];
+      if (measure) EXPECT_GT(gbps, 0.1) << rank.dump();
+      else EXPECT_EQ(gbps, 0.0) << rank.dump();
+    }
+    if (measure) EXPECT_GT(out.json["predicted_ms_per_token"].get<double>(), 0.0);
+    else EXPECT_EQ(out.json["predicted_ms_per_token"].get<double>(), 0.0);
+  }
+  expect_equivalent("--model " + (kSource / "models/stories260K.gguf").string() +
+                        " --prompt 'Once upon a time' -n 32 --ignore-eos --json --threads 1",
+                    "stories260K, measured bandwidths", {"--ranks 2 --bandwidth measure"}, {"tensor"});
+}
+
 // The shared Qwen3-MoE and Qwen3.5-MoE (Gated DeltaNet, gated attention, experts + shared expert) fixtures.
 TEST(MultiRank, SharedMoeAndHybridFixturesSplitsMatchOneRank) {
   for (const char* name : {"qwen3_moe", "qwen3_5_moe_text"}) {

@@ -86,7 +86,7 @@ TEST_F(Serve, CompletionsEqualGenerateStreamedOrNot) {
   EXPECT_EQ(events.back(), "[DONE]");
   std::string text;
   for (size_t i = 0; i + 2 < events.size(); ++i) text += json::parse(events[i])["choices"][0]["text"].get<std::string>();
-  EXPECT_EQ(text, ref["text"]);
+  EXPECT_EQ(text, ref["text"].get<std::string>());
   EXPECT_EQ(json::parse(events[events.size() - 3])["choices"][0]["finish_reason"], "length");
   const json usage = json::parse(events[events.size() - 2]);
   EXPECT_TRUE(usage["choices"].empty());
@@ -217,7 +217,7 @@ TEST_F(Serve, ChatRendersTheModelsTemplateAndEqualsGenerate) {
   EXPECT_EQ(json::parse(events[0])["choices"][0]["delta"]["role"], "assistant");
   std::string content;
   for (size_t i = 1; i + 1 < events.size(); ++i) content += json::parse(events[i])["choices"][0]["delta"].value("content", "");
-  EXPECT_EQ(content, ref["text"]);
+  EXPECT_EQ(content, ref["text"].get<std::string>());
   EXPECT_EQ(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"], "length");
 }
 

@@ -169,6 +169,14 @@ int run_bench(const BenchOptions& opt) {
       {"all_reduce_ms_per_token_at_measured_latency", all_reduces_per_token * allreduce_s * 1e3},
       {"stream_read_gb_per_second", stream_gbps},
   };
+  // The bandwidth the plan split by (given, or measured at start; 0: unknown, shares by memory alone).
+  double planned_gbps = 0;
+  if (!run.setup.plan_json.empty()) {
+    const nlohmann::json plan = nlohmann::json::parse(run.setup.plan_json);
+    if (plan.contains("nodes") && size_t(comm.rank()) < plan["nodes"].size())
+      planned_gbps = plan["nodes"][size_t(comm.rank())].value("bandwidth", 0.0);
+  }
+  mine["planned_bandwidth_gb_per_second"] = planned_gbps;
   // Batched decode (before the gather, every rank takes part).
   std::vector<std::pair<int64_t, double>> stream_rates;
   for (int64_t n : opt.streams) {
@@ -263,7 +271,7 @@ int run_bench(const BenchOptions& opt) {
     std::printf("\n");
     std::printf("all-reduce   %.1f us for %lld floats (hidden size)\n", allreduce_s * 1e6, (long long)c.hidden_size);
     if (run.setup.predicted_seconds_per_token > 0)
-      std::printf("plan         predicted %.2f ms/token (from the given bandwidths)\n", run.setup.predicted_seconds_per_token * 1e3);
+      std::printf("plan         predicted %.2f ms/token (from the bandwidths it was planned with)\n", run.setup.predicted_seconds_per_token * 1e3);
     if (measured_prediction_s > 0)
       std::printf("plan         predicted %.2f ms/token at the streaming bandwidths measured here (%s)\n",
                   measured_prediction_s * 1e3, pipeline ? "sum of the stages" : "slowest rank");

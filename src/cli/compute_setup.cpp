@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "compute/kernels.h"
 #include "util/error.h"
 #ifdef UNEVEN_HAS_CUDA
 #include <cuda_runtime_api.h>
@@ -69,6 +70,24 @@ bool all_ranks_on_gpu(const std::string& spec, int world_size) {
     if (e == "cpu") return false;
   }
   return true;
+}
+
+bool mixed_devices(const std::string& spec, int world_size) {
+  bool cpu = false, gpu = false;
+  for (int r = 0; r < world_size; ++r) (entry_for(spec, r, world_size) == "cpu" ? cpu : gpu) = true;
+  return cpu && gpu;
+}
+
+double device_read_bandwidth_gbps(const DeviceChoice& device, int threads) {
+  if (!device.cuda) {
+    ThreadPool pool(threads);
+    return kernels::measure_read_bandwidth(pool, size_t(256) << 20, 3) / 1e9;
+  }
+#ifdef UNEVEN_HAS_CUDA
+  return cuda_copy_bandwidth(device.index) / 1e9;
+#else
+  fail("no CUDA backend in this build (asked for the bandwidth of GPU {})", device.index);
+#endif
 }
 
 uint64_t gpu_free_memory(int index) {

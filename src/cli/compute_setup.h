@@ -21,8 +21,14 @@ struct DeviceChoice {
 DeviceChoice choose_device(const std::string& spec, int rank, int world_size);
 // True when every rank's entry of `spec` is a GPU.
 bool all_ranks_on_gpu(const std::string& spec, int world_size);
+// True when some ranks' entries of `spec` are GPUs and others the CPU: ranks of speeds far apart, which
+// the planner must know to split by speed (memory alone would give a CPU rank as much as a GPU).
+bool mixed_devices(const std::string& spec, int world_size);
 // Free memory of a GPU in bytes (the budget a GPU rank plans with).
 uint64_t gpu_free_memory(int index);
+// The rate this rank's device reads memory at, GB/s, measured now in about a tenth of a second: the CPU's
+// streaming read with `threads` threads (0: all cores) over 256 MiB, or the GPU's device copy rate.
+double device_read_bandwidth_gbps(const DeviceChoice& device, int threads);
 
 struct Compute {
   std::unique_ptr<Backend> backend;

@@ -15,7 +15,8 @@ namespace uneven::cli {
 void DistributedOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--ranks", ranks, "start this many local ranks under mpirun (default 1)")->check(CLI::Range(1, 4096));
   cmd.add_option("--mem", cluster.mem, "per-rank memory budgets, e.g. 6G,2G,1G (default: each rank's free memory)");
-  cmd.add_option("--bandwidth", cluster.bandwidth, "per-rank memory bandwidth in GB/s, e.g. 546,273");
+  cmd.add_option("--bandwidth", cluster.bandwidth, "per-rank memory bandwidth in GB/s, e.g. 546,273, or `measure` (each rank measures its own at start; "
+                 "the default when GPU and CPU ranks are mixed)");
   cmd.add_option("--split", cluster.split, "explicit target shares per rank, e.g. 5,2,1");
   cmd.add_option("--mode", cluster.mode, "auto | tensor | equal | pipeline")
       ->check(CLI::IsMember({"auto", "tensor", "equal", "pipeline"}));
@@ -74,6 +75,12 @@ Run start_run(const ModelOptions& model_opts, const DistributedOptions& dist, bo
     if (open_error.empty()) cluster.context = model_opts.context_for(run.files.config);
     const DeviceChoice device = choose_device(model_opts.device, run.comm->rank(), run.comm->size());
     if (device.cuda) cluster.gpu_memory = gpu_free_memory(device.index);
+    // Ranks on different kinds of device (a GPU beside a CPU) differ in speed by 10-100x: the plan
+    // splits by measured bandwidth unless given; between alike devices only when asked (`measure`), since
+    // equal devices measured on a busy machine would split unevenly by noise.
+    if (cluster.bandwidth == "measure" ||
+        (cluster.bandwidth.empty() && mixed_devices(model_opts.device, run.comm->size())))
+      cluster.measured_bandwidth_gbps = device_read_bandwidth_gbps(device, model_opts.threads);
     run.setup = setup_cluster(*run.comm, open_error.empty() ? &run.files : nullptr, open_error, cluster);
   }
   const uint64_t resident_before = resident_memory_bytes();

@@ -153,6 +153,7 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
 
   for (int iter = 0; iter < 60; ++iter) {
     std::vector<double> t(n, 0.0);
+    std::vector<std::string> round_notes = notes;  // plus this round's "too slow to help"
     if (adaptive) {
       std::vector<FillNode> fill(n);
       double caps = 0, usable = 0;
@@ -175,11 +176,18 @@ Outcome tensor_attempt(const Ctx& x, PlanMode mode, const std::vector<double>& f
             iter > 0 ? " + KV heads held twice and rounding" : "", used, gib(usable)));
       }
       t = water_fill(fill, x.split_read);
+      // A node the water level passes by is too slow to help: reading its replicated part alone (embedding
+      // rows, norms, the shared KV heads) takes longer than the others take for everything.
+      for (size_t i = 0; i < n; ++i)
+        if (!left_out[i] && t[i] <= 0 && notes[i].empty())
+          round_notes[i] = fmt::format("left out: too slow to help; at {:.3g} GB/s, the {} per token every rank reads takes "
+                                 "it longer than the faster nodes take for the whole model",
+                                 x.bandwidth[i], gib(fill[i].fixed_read));
     } else {
       t = fixed_targets;
     }
     Plan p = skeleton(x, mode);
-    std::vector<int> ranked = assign_ranks(p, t, notes);
+    std::vector<int> ranked = assign_ranks(p, t, round_notes);
     if (ranked.empty()) fail("no node has a positive share");
     Stage st{{0, x.c.num_layers}, {}};
     std::vector<double> rt;

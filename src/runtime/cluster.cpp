@@ -56,7 +56,9 @@ NodeFacts local_facts(const Collective& comm, const ModelFiles* files, const std
       // A GPU rank holds its weights and cache in device memory; a CPU rank in host memory.
       f.memory_bytes = options.gpu_memory > 0 ? options.gpu_memory : available_memory_bytes();
     }
-    if (!options.bandwidth.empty()) {
+    if (options.bandwidth.empty() || options.bandwidth == "measure") {
+      f.bandwidth_gbps = options.measured_bandwidth_gbps;
+    } else {
       const std::vector<double> bw = parse_positive_numbers(options.bandwidth, "--bandwidth", "GB/s");
       if (int(bw.size()) != comm.size())
         fail("--bandwidth lists {} values but the run has {} ranks", bw.size(), comm.size());

@@ -18,7 +18,8 @@ namespace uneven {
 struct ClusterOptions {
   std::string mem;        // "6G,2G,1G": simulated budgets, one per rank; empty: each rank's MemAvailable
   uint64_t gpu_memory = 0;  // this rank computes on a GPU with this much free memory (0: on the CPU)
-  std::string bandwidth;  // "546,273" GB/s per rank; empty: unknown (planned as equal)
+  std::string bandwidth;  // "546,273" GB/s per rank; "measure"; empty: measured_bandwidth_gbps, else unknown
+  double measured_bandwidth_gbps = 0;  // this rank's, measured at start (0: not measured: see start_run)
   std::string split;      // "5,2,1": explicit target shares
   std::string mode = "auto";  // auto | tensor | equal | pipeline
   std::string plan_file;  // a plan written by `uneven plan --json`; used instead of planning

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string_view>
 
 #include "plan/plan.h"
 #include "util/error.h"
@@ -47,7 +48,10 @@ std::string make_cluster_plan_json(const ModelConfig& config, const std::vector<
   if (plan.world_size != int(nodes.size())) {
     std::string why;
     for (const NodePlan& n : plan.nodes)
-      if (n.rank < 0) why += fmt::format("; {} is left out: {}", n.spec.name, n.note);
+      if (n.rank < 0) {
+        const std::string_view note = n.note, prefix = "left out: ";
+        why += fmt::format("; {} is left out: {}", n.spec.name, note.starts_with(prefix) ? note.substr(prefix.size()) : note);
+      }
     fail("the plan uses {} of the {} running ranks{} (start fewer ranks)", plan.world_size, nodes.size(), why);
   }
   return plan_to_json_text(plan);

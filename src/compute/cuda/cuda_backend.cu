@@ -21,6 +21,41 @@ int cuda_device_count() {
   return n;
 }
 
+// Device-to-device copies of 256 MiB (or a quarter of the free memory), best of 5: bytes read plus
+// written per second. The buffers are temporary and outside the memory cap.
+double cuda_copy_bandwidth(int device) {
+  UNEVEN_CUDA_CHECK(cudaSetDevice(device));
+  cudaStream_t stream = nullptr;  // the legacy default stream: the copies run alone
+  size_t free = 0, total = 0;
+  UNEVEN_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  const size_t bytes = std::min<size_t>(size_t(256) << 20, free / 4);
+  if (bytes < (size_t(1) << 20)) return 0;
+  void *a = nullptr, *b = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  double best = 0;
+  try {
+    UNEVEN_CUDA_CHECK(cudaMalloc(&a, bytes));
+    UNEVEN_CUDA_CHECK(cudaMalloc(&b, bytes));
+    UNEVEN_CUDA_CHECK(cudaEventCreate(&start));
+    UNEVEN_CUDA_CHECK(cudaEventCreate(&stop));
+    UNEVEN_CUDA_CHECK(cudaMemsetAsync(a, 0, bytes, stream));
+    for (int i = 0; i < 6; ++i) {  // the first is a warm-up
+      UNEVEN_CUDA_CHECK(cudaEventRecord(start, stream));
+      UNEVEN_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
+      UNEVEN_CUDA_CHECK(cudaEventRecord(stop, stream));
+      UNEVEN_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      UNEVEN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (i > 0 && ms > 0) best = std::max(best, 2.0 * double(bytes) / (double(ms) * 1e-3));
+    }
+  } catch (...) {
+    cudaFree(a), cudaFree(b), cudaEventDestroy(start), cudaEventDestroy(stop);
+    throw;
+  }
+  cudaFree(a), cudaFree(b), cudaEventDestroy(start), cudaEventDestroy(stop);
+  return best;
+}
+
 namespace {
 
 using cuda::check;
@@ -86,38 +121,9 @@ class CudaBackend final : public Backend {
     UNEVEN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  // Device-to-device copies of 256 MiB (or a quarter of the free memory), best of 5: bytes read plus
-  // written per second. The buffers are temporary and outside the memory cap.
   double measure_read_bandwidth() override {
     guard();
-    size_t free = 0, total = 0;
-    UNEVEN_CUDA_CHECK(cudaMemGetInfo(&free, &total));
-    const size_t bytes = std::min<size_t>(size_t(256) << 20, free / 4);
-    if (bytes < (size_t(1) << 20)) return 0;
-    void *a = nullptr, *b = nullptr;
-    cudaEvent_t start = nullptr, stop = nullptr;
-    double best = 0;
-    try {
-      UNEVEN_CUDA_CHECK(cudaMalloc(&a, bytes));
-      UNEVEN_CUDA_CHECK(cudaMalloc(&b, bytes));
-      UNEVEN_CUDA_CHECK(cudaEventCreate(&start));
-      UNEVEN_CUDA_CHECK(cudaEventCreate(&stop));
-      UNEVEN_CUDA_CHECK(cudaMemsetAsync(a, 0, bytes, stream_));
-      for (int i = 0; i < 6; ++i) {  // the first is a warm-up
-        UNEVEN_CUDA_CHECK(cudaEventRecord(start, stream_));
-        UNEVEN_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream_));
-        UNEVEN_CUDA_CHECK(cudaEventRecord(stop, stream_));
-        UNEVEN_CUDA_CHECK(cudaEventSynchronize(stop));
-        float ms = 0;
-        UNEVEN_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        if (i > 0 && ms > 0) best = std::max(best, 2.0 * double(bytes) / (double(ms) * 1e-3));
-      }
-    } catch (...) {
-      cudaFree(a), cudaFree(b), cudaEventDestroy(start), cudaEventDestroy(stop);
-      throw;
-    }
-    cudaFree(a), cudaFree(b), cudaEventDestroy(start), cudaEventDestroy(stop);
-    return best;
+    return cuda_copy_bandwidth(device_);
   }
 
   void matmul(const kernels::WeightView& w, const float* x, int64_t batch, float* y) override {

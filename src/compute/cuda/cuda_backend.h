@@ -14,6 +14,10 @@ namespace uneven {
 // Number of CUDA devices this process sees (0 without a driver or a GPU; never throws).
 int cuda_device_count();
 
+// Device-to-device copy rate of GPU `device`, bytes read plus written per second (best of 5 copies of
+// 256 MiB or a quarter of its free memory): the rate a decode step can read weights at, for planning.
+double cuda_copy_bandwidth(int device);
+
 // How batched products (prompts) compute. kFp32: weights dequantized to fp32, fp32 GEMM (CPU parity: the
 // GPU tests hold it to 1e-4 of the CPU's logits; the default). kSplitBf16: tensor cores over 16-bit parts
 // (activations hi + lo, quantized weights w1 + w2), about 2^-16 relative per product: 2-3x the work of
